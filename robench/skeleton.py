@@ -1,0 +1,300 @@
+"""Skeleton topologies and bone geometry for (N, C=3, T, V, M) tensors.
+
+A :class:`Topology` names the joints, fixes a kinematic tree (``parents``, root has -1) and a centre
+joint (used by ST-GCN's spatial partition). Built-ins: ``ntu25`` (Kinect v2, the 1-based edge list
+pinned in ALGORITHMS.md, centre joint 21), ``openpose18`` (Kinetics/OpenPose, centre = neck) and
+``hdm05-25`` (HDM05 as prepared by BEAT, root 10). User topologies load from a small JSON file::
+
+    {"name": "mine", "joint_names": ["a", "b", "c"], "parents": [-1, 0, 1], "center": 0}
+
+Tensors follow DESIGN.md: ``x`` is (N, 3, T, V, M); frames/bodies that are all zero are padding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robench.errors import ConfigError, DataError, UnknownNameError
+from robench.registry import suggest
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A skeleton: joint names, a kinematic tree (parent per joint, -1 at the root), a centre joint."""
+
+    name: str
+    joint_names: tuple[str, ...]
+    parents: tuple[int, ...]
+    center: int
+
+    def __post_init__(self) -> None:
+        v = len(self.joint_names)
+        if v < 2:
+            raise ConfigError(f"expected at least 2 joints, got {v} in topology {self.name!r}")
+        if len(self.parents) != v:
+            raise ConfigError(
+                f"expected {v} parents (one per joint), got {len(self.parents)} in topology "
+                f"{self.name!r} field 'parents'"
+            )
+        roots = [j for j, p in enumerate(self.parents) if p == -1]
+        if len(roots) != 1:
+            raise ConfigError(
+                f"expected exactly one root (parent -1), got {len(roots)} in topology "
+                f"{self.name!r} field 'parents'"
+            )
+        for j, p in enumerate(self.parents):
+            if p != -1 and not 0 <= p < v:
+                raise ConfigError(
+                    f"expected parent index in [0, {v}), got {p} for joint {j} in topology "
+                    f"{self.name!r} field 'parents'"
+                )
+        if not 0 <= self.center < v:
+            raise ConfigError(f"expected center in [0, {v}), got {self.center} in topology {self.name!r}")
+        # every joint must reach the root (no cycles)
+        for j in range(v):
+            seen, k = set(), j
+            while k != -1:
+                if k in seen:
+                    raise ConfigError(f"expected a tree, got a cycle through joint {j} in topology {self.name!r}")
+                seen.add(k)
+                k = self.parents[k]
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def root(self) -> int:
+        return self.parents.index(-1)
+
+    @cached_property
+    def bones(self) -> tuple[tuple[int, int], ...]:
+        """(child, parent) pairs, one per non-root joint, in joint order."""
+        return tuple((j, p) for j, p in enumerate(self.parents) if p != -1)
+
+    @cached_property
+    def order(self) -> tuple[int, ...]:
+        """Joints in breadth-first order from the root (parents before children)."""
+        children: dict[int, list[int]] = {j: [] for j in range(self.num_joints)}
+        for j, p in enumerate(self.parents):
+            if p != -1:
+                children[p].append(j)
+        out, queue = [], deque([self.root])
+        while queue:
+            j = queue.popleft()
+            out.append(j)
+            queue.extend(children[j])
+        return tuple(out)
+
+    def adjacency(self) -> np.ndarray:
+        """Symmetric (V, V) 0/1 adjacency of the bones, without self-loops."""
+        a = np.zeros((self.num_joints, self.num_joints), dtype=np.float32)
+        for c, p in self.bones:
+            a[c, p] = a[p, c] = 1.0
+        return a
+
+    def hop_distance(self) -> np.ndarray:
+        """(V, V) graph hop distances (inf where unreachable)."""
+        v = self.num_joints
+        d = np.full((v, v), np.inf)
+        adj = self.adjacency()
+        for s in range(v):
+            d[s, s] = 0
+            queue = deque([s])
+            while queue:
+                u = queue.popleft()
+                for w in np.nonzero(adj[u])[0]:
+                    if d[s, w] == np.inf:
+                        d[s, w] = d[s, u] + 1
+                        queue.append(w)
+        return d
+
+    def spatial_partition(self) -> np.ndarray:
+        """ST-GCN "spatial configuration" partition: (3, V, V) = root, centripetal, centrifugal.
+
+        Each neighbour j of joint i (hop distance <= 1) goes to subset 0 if it is i itself, 1 if it is
+        closer to the centre joint than i, 2 if farther; each subset is normalised by the neighbour's
+        degree (A D^-1, as in Yan et al., AAAI 2018).
+        """
+        v = self.num_joints
+        hop = self.hop_distance()
+        adj = (hop <= 1).astype(np.float32)
+        deg = adj.sum(0)
+        norm = adj / np.where(deg > 0, deg, 1)[None, :]
+        dc = hop[:, self.center]
+        out = np.zeros((3, v, v), dtype=np.float32)
+        for i in range(v):
+            for j in range(v):
+                if hop[j, i] > 1:
+                    continue
+                if i == j:
+                    out[0, j, i] = norm[j, i]
+                elif dc[j] < dc[i]:
+                    out[1, j, i] = norm[j, i]
+                else:
+                    out[2, j, i] = norm[j, i]
+        return out
+
+    def inward_outward(self) -> np.ndarray:
+        """(3, V, V) identity, normalised inward (child->parent) and outward graphs (2s-AGCN, CTR-GCN)."""
+        v = self.num_joints
+        inward = np.zeros((v, v), dtype=np.float32)
+        for c, p in self.bones:
+            inward[p, c] = 1.0  # row = target, column = source: message child -> parent
+        outward = inward.T.copy()
+
+        def norm(a: np.ndarray) -> np.ndarray:
+            d = a.sum(0)
+            return a / np.where(d > 0, d, 1)[None, :]
+
+        return np.stack([np.eye(v, dtype=np.float32), norm(inward), norm(outward)])
+
+    # ------------------------------------------------------------------ geometry
+    def check_tensor(self, x: torch.Tensor, field: str = "x") -> None:
+        if x.dim() != 5 or x.shape[1] != 3 or x.shape[3] != self.num_joints:
+            raise DataError(
+                f"expected shape (N, 3, T, {self.num_joints}, M) for topology {self.name!r}, "
+                f"got {tuple(x.shape)} in {field}"
+            )
+
+    def bone_vectors(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, V, M) -> (N, 3, T, V, M): ``x_v - x_parent(v)``; zero at the root."""
+        parent = torch.tensor([p if p != -1 else j for j, p in enumerate(self.parents)], device=x.device)
+        return x - x.index_select(3, parent)
+
+    def bone_lengths(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, V, M) -> (N, T, B, M) lengths of the B = V-1 bones (order of :attr:`bones`)."""
+        child = torch.tensor([c for c, _ in self.bones], device=x.device)
+        parent = torch.tensor([p for _, p in self.bones], device=x.device)
+        vec = x.index_select(3, child) - x.index_select(3, parent)
+        return vec.norm(dim=1)
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "joint_names": list(self.joint_names),
+            "parents": list(self.parents),
+            "center": self.center,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "topology") -> Topology:
+        for key in ("name", "joint_names", "parents", "center"):
+            if key not in d:
+                raise ConfigError(f"expected field {key!r}, got none in {source}")
+        try:
+            return cls(
+                name=str(d["name"]),
+                joint_names=tuple(str(n) for n in d["joint_names"]),
+                parents=tuple(int(p) for p in d["parents"]),
+                center=int(d["center"]),
+            )
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"expected names, integer parents and centre, got {e} in {source}") from None
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> Topology:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"expected a topology JSON file, got no file at {path}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"expected valid JSON, got {e.msg} at line {e.lineno} in {path}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"expected a JSON object, got {type(d).__name__} in {path}")
+        return cls.from_dict(d, source=str(path))
+
+
+def _parents_from_edges(num_joints: int, edges_1based: list[tuple[int, int]], root_1based: int) -> tuple[int, ...]:
+    adj: dict[int, list[int]] = {j: [] for j in range(num_joints)}
+    for a, b in edges_1based:
+        adj[a - 1].append(b - 1)
+        adj[b - 1].append(a - 1)
+    parents = [-2] * num_joints
+    parents[root_1based - 1] = -1
+    queue = deque([root_1based - 1])
+    while queue:
+        u = queue.popleft()
+        for w in adj[u]:
+            if parents[w] == -2:
+                parents[w] = u
+                queue.append(w)
+    return tuple(parents)
+
+
+# The NTU RGB+D (Kinect v2) edge list, 1-based, as pinned in ALGORITHMS.md.
+NTU25_EDGES = [
+    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
+    (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
+    (20, 19), (22, 23), (23, 8), (24, 25), (25, 12),
+]  # fmt: skip
+NTU25_NAMES = (
+    "spine_base", "spine_mid", "neck", "head", "shoulder_left", "elbow_left", "wrist_left",
+    "hand_left", "shoulder_right", "elbow_right", "wrist_right", "hand_right", "hip_left",
+    "knee_left", "ankle_left", "foot_left", "hip_right", "knee_right", "ankle_right", "foot_right",
+    "spine_shoulder", "handtip_left", "thumb_left", "handtip_right", "thumb_right",
+)  # fmt: skip
+OPENPOSE18_EDGES_0 = [
+    (4, 3), (3, 2), (7, 6), (6, 5), (13, 12), (12, 11), (10, 9), (9, 8), (11, 5), (8, 2),
+    (5, 1), (2, 1), (0, 1), (15, 0), (14, 0), (17, 15), (16, 14),
+]  # fmt: skip
+OPENPOSE18_NAMES = (
+    "nose", "neck", "shoulder_right", "elbow_right", "wrist_right", "shoulder_left", "elbow_left",
+    "wrist_left", "hip_right", "knee_right", "ankle_right", "hip_left", "knee_left", "ankle_left",
+    "eye_right", "eye_left", "ear_right", "ear_left",
+)  # fmt: skip
+HDM05_PARENTS = (10, 0, 1, 2, 3, 10, 5, 6, 7, 8, -1, 10, 11, 12, 13, 13, 15, 16, 17, 18, 13, 20, 21, 22, 23)
+HDM05_NAMES = (
+    "lhipjoint", "lfemur", "ltibia", "lfoot", "ltoes", "rhipjoint", "rfemur", "rtibia", "rfoot",
+    "rtoes", "root", "lowerback", "upperback", "thorax", "head", "lclavicle", "lhumerus", "lradius",
+    "lwrist", "lhand", "rclavicle", "rhumerus", "rradius", "rwrist", "rhand",
+)  # fmt: skip
+
+BUILTIN_TOPOLOGIES: dict[str, Topology] = {
+    "ntu25": Topology("ntu25", NTU25_NAMES, _parents_from_edges(25, NTU25_EDGES, 21), center=20),
+    "openpose18": Topology(
+        "openpose18",
+        OPENPOSE18_NAMES,
+        _parents_from_edges(18, [(a + 1, b + 1) for a, b in OPENPOSE18_EDGES_0], 2),
+        center=1,
+    ),
+    "hdm05-25": Topology("hdm05-25", HDM05_NAMES, HDM05_PARENTS, center=10),
+}
+
+
+def get_topology(name_or_path: str | Topology) -> Topology:
+    """A built-in topology by name, or a user topology from a ``.json`` file path."""
+    if isinstance(name_or_path, Topology):
+        return name_or_path
+    if name_or_path in BUILTIN_TOPOLOGIES:
+        return BUILTIN_TOPOLOGIES[name_or_path]
+    if str(name_or_path).endswith(".json"):
+        return Topology.from_json_file(name_or_path)
+    close = suggest(str(name_or_path), BUILTIN_TOPOLOGIES)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownNameError(
+        f"unknown topology {name_or_path!r}{hint} (built-in: {', '.join(BUILTIN_TOPOLOGIES)}; "
+        "or pass a .json file with name, joint_names, parents, center)"
+    )
+
+
+def presence_mask(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, T, V, M) -> (N, 1, T, 1, M) bool: True where a body is present in a frame.
+
+    A (frame, body) slot whose 3·V coordinates are all exactly zero is padding (or an absent second
+    person) and must stay zero under every transform and attack.
+    """
+    return (x != 0).any(dim=1, keepdim=True).any(dim=3, keepdim=True)
