@@ -108,8 +108,9 @@ class Attack:
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(0)
         reference = x.detach().clone()
-        x_adv = self.run(access, x, y, threat, generator, target)
-        if not torch.equal(x, reference):
+        x_run = reference.clone()  # private copy: an in-place edit cannot reach the caller's batch
+        x_adv = self.run(access, x_run, y, threat, generator, target)
+        if not torch.equal(x_run, reference):
             raise ThreatViolation(f"expected the input batch unchanged, got it modified in place by attack {self.name!r}")
         if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
             raise ThreatViolation(

@@ -1,0 +1,1 @@
+"""robench.defenses: plugins, one file each; the registry imports every non-underscore module here."""

@@ -1,0 +1,52 @@
+"""The ``robench`` command line: one group; commands live in ``robench/commands/*.py``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+from robench import __version__
+from robench.errors import RobenchError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="robench")
+def cli() -> None:
+    """Adversarial-robustness benchmark for skeleton-based action recognition."""
+
+
+def _add_commands() -> None:
+    import robench.commands as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"robench.commands.{info.name}")
+        for command in getattr(module, "COMMANDS", []):
+            cli.add_command(command)
+
+
+_add_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line on stderr and exit 2."""
+    try:
+        cli.main(args=argv, prog_name="robench", standalone_mode=False)
+    except RobenchError as e:
+        click.echo(f"robench: error: {e}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("robench: aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``robench train``, ``robench zoo list|build`` and ``robench list``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from robench import zoo
+from robench.dataset import open_dataset
+from robench.train import TrainConfig, train_and_save
+
+
+def _weights_name(dataset: str) -> str:
+    return Path(dataset).stem.replace("-", "_")
+
+
+@click.command("train")
+@click.argument("victim")
+@click.option("--dataset", default="synth-ntu25", show_default=True, help="built-in name or .npz path")
+@click.option("--epochs", type=int, default=None, help="default: the zoo recipe's")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="output prefix (writes .pt and .json)")
+@click.option("--width", type=int, default=None, help="override the recipe's base width")
+@click.option("--depth", type=int, default=None, help="override the recipe's depth")
+@click.option("--quiet", is_flag=True)
+def train_cmd(victim: str, dataset: str, epochs: int | None, seed: int, out: str | None,
+              width: int | None, depth: int | None, quiet: bool) -> None:
+    """Train architecture VICTIM (e.g. stgcn) and write its checkpoint + metadata."""
+    recipe = zoo.recipe(victim)
+    vc = dict(recipe["config"])
+    if width is not None:
+        vc["width"] = width
+    if depth is not None:
+        vc["depth"] = depth
+    tc = TrainConfig(**{**recipe["train"], "seed": seed, **({"epochs": epochs} if epochs else {})})
+    data = open_dataset(dataset)
+    out = out or f"runs/train/{victim}.{_weights_name(dataset)}"
+    meta = train_and_save(victim, data, out, tc, vc, progress=not quiet,
+                          extra_meta={"command": f"robench train {victim} --dataset {dataset} --seed {seed} --epochs {tc.epochs}"})
+    click.echo(
+        f"{victim}: clean accuracy {meta['clean_accuracy']:.4f} on {meta['n_test']} test samples, "
+        f"{meta['num_parameters']} parameters, {meta['train_seconds']} s; wrote {out}.pt (sha256 {meta['weights_sha256'][:12]})"
+    )
+
+
+@click.group("zoo")
+def zoo_group() -> None:
+    """The shipped synthetic zoo."""
+
+
+@zoo_group.command("list")
+def zoo_list() -> None:
+    """Print name, architecture, parameters, clean accuracy and sha256 of each shipped victim."""
+    rows = zoo.entries()
+    click.echo(f"{'name':<22} {'arch':<8} {'params':>8} {'clean acc':>9}  sha256")
+    for r in rows:
+        click.echo(
+            f"{r['name']:<22} {r['arch']:<8} {r['num_parameters']:>8} {r['clean_accuracy']:>9.4f}  {r['weights_sha256']}"
+        )
+
+
+@zoo_group.command("build")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None, help="default: the package's zoo folder")
+def zoo_build(seed: int, quiet: bool, out_dir: str | None) -> None:
+    """Retrain every shipped victim on synth-ntu25 (what produced the shipped checkpoints)."""
+    data = open_dataset("synth-ntu25")
+    target = Path(out_dir) if out_dir else zoo.zoo_dir()
+    for arch in zoo.RECIPES:
+        recipe = zoo.recipe(arch)
+        tc = TrainConfig(**{**recipe["train"], "seed": seed})
+        meta = train_and_save(arch, data, target / f"{arch}.synth_ntu25", tc, recipe["config"], progress=not quiet,
+                              extra_meta={"command": f"robench zoo build --seed {seed}"})
+        click.echo(f"{arch}.synth_ntu25: clean accuracy {meta['clean_accuracy']:.4f}, {meta['train_seconds']} s")
+
+
+@click.command("list")
+@click.argument("kind", type=click.Choice(["victims", "attacks", "defenses", "zoo", "datasets", "topologies"]))
+def list_cmd(kind: str) -> None:
+    """List registered victims, attacks, defenses, shipped checkpoints, data sets or topologies."""
+    if kind == "victims":
+        from robench.victim import VICTIMS
+
+        names = VICTIMS.names()
+    elif kind == "attacks":
+        from robench.attack import ATTACKS
+
+        for name in ATTACKS.names():
+            cls = ATTACKS.get(name)
+            click.echo(f"{name:<16} {cls.knowledge.value:<10} norms={','.join(cls.norms)} randomized={cls.randomized}")
+        return
+    elif kind == "defenses":
+        import importlib
+
+        mod = importlib.import_module("robench.defense") if _has("robench.defense") else None
+        names = mod.DEFENSES.names() if mod else []
+    elif kind == "zoo":
+        names = zoo.names()
+    elif kind == "datasets":
+        from robench.dataset import BUILTIN_DATASETS
+
+        names = list(BUILTIN_DATASETS)
+    else:
+        from robench.skeleton import BUILTIN_TOPOLOGIES
+
+        names = list(BUILTIN_TOPOLOGIES)
+    for n in names:
+        click.echo(n)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+COMMANDS = [train_cmd, zoo_group, list_cmd]
