@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robench.errors import ConfigError, UnknownNameError
+from robench.skeleton import BUILTIN_TOPOLOGIES, NTU25_EDGES, Topology, get_topology, presence_mask
+
+
+def test_ntu25_bones_are_the_pinned_edge_list():
+    t = BUILTIN_TOPOLOGIES["ntu25"]
+    got = {frozenset((c + 1, p + 1)) for c, p in t.bones}
+    assert got == {frozenset(e) for e in NTU25_EDGES}
+    assert t.root == 20 and t.center == 20 and len(t.bones) == 24
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_TOPOLOGIES))
+def test_builtin_topologies_are_trees(name):
+    t = BUILTIN_TOPOLOGIES[name]
+    assert len(t.order) == t.num_joints and t.order[0] == t.root
+    seen = set()
+    for j in t.order:  # parents come before children
+        assert t.parents[j] == -1 or t.parents[j] in seen
+        seen.add(j)
+    part = t.spatial_partition()
+    assert part.shape == (3, t.num_joints, t.num_joints)
+    # every column sums to 1 over the three subsets (A D^-1 normalisation)
+    np.testing.assert_allclose(part.sum(axis=(0, 1)), 1.0, atol=1e-6)
+
+
+def test_hdm05_parents_match_beat():
+    t = get_topology("hdm05-25")
+    assert t.parents[:10] == (10, 0, 1, 2, 3, 10, 5, 6, 7, 8) and t.root == 10
+
+
+def test_bone_vectors_and_lengths_by_hand():
+    t = Topology("chain", ("a", "b", "c"), (-1, 0, 1), center=0)
+    x = torch.zeros(1, 3, 1, 3, 1)
+    x[0, :, 0, 1, 0] = torch.tensor([3.0, 4.0, 0.0])
+    x[0, :, 0, 2, 0] = torch.tensor([3.0, 4.0, 2.0])
+    assert torch.allclose(t.bone_lengths(x).flatten(), torch.tensor([5.0, 2.0]))
+    assert torch.allclose(t.bone_vectors(x)[0, :, 0, 2, 0], torch.tensor([0.0, 0.0, 2.0]))
+    assert torch.equal(t.bone_vectors(x)[0, :, 0, 0, 0], torch.zeros(3))
+
+
+def test_user_topology_json(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"name": "mine", "joint_names": ["a", "b"], "parents": [-1, 0], "center": 0}))
+    assert get_topology(str(p)).num_joints == 2
+    p.write_text(json.dumps({"name": "bad", "joint_names": ["a", "b"], "parents": [1, 0], "center": 0}))
+    with pytest.raises(ConfigError, match="root"):
+        get_topology(str(p))
+    p.write_text("{not json")
+    with pytest.raises(ConfigError, match="line 1"):
+        get_topology(str(p))
+
+
+def test_unknown_topology_suggests():
+    with pytest.raises(UnknownNameError, match="ntu25"):
+        get_topology("ntu52")
+
+
+def test_presence_mask():
+    x = torch.zeros(2, 3, 4, 25, 2)
+    x[0, 0, 1, 3, 0] = 1.0
+    m = presence_mask(x)
+    assert m.shape == (2, 1, 4, 1, 2)
+    assert int(m.sum()) == 1 and bool(m[0, 0, 1, 0, 0])
