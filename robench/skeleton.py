@@ -118,11 +118,12 @@ class Topology:
         return d
 
     def spatial_partition(self) -> np.ndarray:
-        """ST-GCN "spatial configuration" partition: (3, V, V) = root, centripetal, centrifugal.
+        """ST-GCN "spatial configuration" partition: (3, V, V) = root, centrifugal, centripetal.
 
         Each neighbour j of joint i (hop distance <= 1) goes to subset 0 if it is i itself, 1 if it is
-        closer to the centre joint than i, 2 if farther; each subset is normalised by the neighbour's
-        degree (A D^-1, as in Yan et al., AAAI 2018).
+        at least as far from the centre joint as i (centrifugal), 2 if closer (centripetal); entries
+        are the degree-normalised adjacency (A D^-1, Yan et al., AAAI 2018). The subset order is the
+        released ST-GCN code's, so official checkpoints' ``gcn.conv`` chunks line up.
         """
         v = self.num_joints
         hop = self.hop_distance()
@@ -137,7 +138,7 @@ class Topology:
                     continue
                 if i == j:
                     out[0, j, i] = norm[j, i]
-                elif dc[j] < dc[i]:
+                elif dc[j] >= dc[i]:
                     out[1, j, i] = norm[j, i]
                 else:
                     out[2, j, i] = norm[j, i]

@@ -39,8 +39,13 @@ _UNIT_SUFFIX = {"m": "m", "cm": "cm", "mm": "mm", "normalized": "u"}
 REL_TOL = 1e-6  # relative slack of check() on the norm bound
 ABS_TOL = 1e-9  # absolute slack of check() on the norm bound
 MAX_ROUNDS = 50  # alternating projection rounds before the bisection fallback
-BISECTION_STEPS = 30
+BISECTION_STEPS = 30  # per fallback bisection
 _DIR_EPS = 1e-12  # a bone direction shorter than this (data units) is treated as undefined
+
+
+def _norm3(v: Tensor) -> Tensor:
+    """Euclidean norm over the coordinate axis (dim 1), keepdim; faster than vector_norm here."""
+    return (v * v).sum(1, keepdim=True).sqrt()
 
 
 @dataclass(frozen=True)
@@ -286,22 +291,35 @@ class ThreatModel:
     def _norm_limit(self) -> float:
         return self.eps * (1 + REL_TOL) + ABS_TOL
 
-    def _bone_excess(self, x: Tensor, x_adv: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Per sample: (bad, max rel. deviation of bad non-degenerate bones, degenerate bad, max |l'|).
+    def _bone_bad(self, x: Tensor, x_adv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(bad, clean lengths, adversarial lengths), each (N, T, B, M), float64 lengths.
 
-        Deviations are measured in float64 over bones of present (frame, body) slots.
+        A bone of a present (frame, body) slot is bad when ``|l' - l| > tol·l·(1 + 1e-6) + 8·u·s``
+        (``u``: machine epsilon of x's dtype, ``s``: the sample's largest absolute coordinate).
         """
         topo = self.topology_obj
-        xd, ad = x.double(), x_adv.double()
-        lc = topo.bone_lengths(xd)  # (N, T, B, M)
-        la = topo.bone_lengths(ad)
+        child = torch.tensor([c for c, _ in topo.bones], device=x.device)
+        parent = torch.tensor([q for _, q in topo.bones], device=x.device)
+
+        def lengths(z: Tensor) -> Tensor:  # (N, T, B, M); as Topology.bone_lengths, faster
+            z = z.double()
+            v = z.index_select(3, child) - z.index_select(3, parent)
+            return (v * v).sum(1).sqrt()
+
+        lc, la = lengths(x), lengths(x_adv)
         present = presence_mask(x)[:, 0]  # (N, T, 1, M)
         scale = x.detach().abs().flatten(1).amax(1).double().view(-1, 1, 1, 1)
         slack = 8 * torch.finfo(x.dtype).eps * scale
-        dev = (la - lc).abs()
+        bad = present & ((la - lc).abs() > self.bone_tolerance * lc * (1 + REL_TOL) + slack)
+        return bad, lc, la
+
+    def _bone_excess(self, x: Tensor, x_adv: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per sample: (bad, max rel. deviation of bad non-degenerate bones, degenerate bad, max |l'|)."""
+        bad, lc, la = self._bone_bad(x, x_adv)
         nondeg = lc > 0
-        bad = present & (dev > self.bone_tolerance * lc * (1 + REL_TOL) + slack)
-        rel = torch.where(bad & nondeg, dev / lc.clamp_min(1e-300), torch.zeros_like(dev))
+        rel = torch.where(
+            bad & nondeg, (la - lc).abs() / lc.clamp_min(1e-300), torch.zeros_like(lc)
+        )
         deg = torch.where(bad & ~nondeg, la, torch.zeros_like(la))
         n = x.shape[0]
         return (
@@ -403,78 +421,114 @@ class ThreatModel:
 
     # ------------------------------------------------------------------ projection
     def _ball(self, x: Tensor, delta: Tensor, allowed: Tensor) -> Tensor:
-        """Masked ε-ball projection of ``x + delta``; exact in the stored dtype (float rounding settled).
+        """Masked ε-ball projection of ``x + delta``, exact for the *stored* values.
 
-        linf clamps each coordinate to [-eps, eps]; l2 scales each sample radially by
-        min(1, eps/‖delta‖₂). A coordinate rounded outside the ball by ``x + delta`` is moved one ulp
-        towards ``x`` (linf) or the sample shrunk again (l2) until the stored difference is within eps.
+        linf clamps each coordinate to [-eps, eps]; a coordinate that ``x + delta`` rounds outside
+        the ball is moved one ulp towards ``x``. l2 scales each sample radially by
+        min(1, r/‖delta‖₂) with r = eps; when rounding of ``x + delta`` leaves the stored norm above
+        eps, r shrinks by 2^k ulps of the sample's largest coordinate (k = 0, 1, ...) until it holds
+        (r = 0, i.e. ``x``, always does).
         """
         eps = self.eps
+        view = (-1, 1, 1, 1, 1)
         delta = torch.where(allowed, delta, torch.zeros_like(delta))
         if self.norm == "linf":
-            delta = delta.clamp(-eps, eps)
-        else:
-            nrm = delta.double().flatten(1).norm(dim=1)
-            scale = torch.where(nrm > eps, eps / nrm.clamp_min(1e-300), torch.ones_like(nrm))
-            delta = delta * scale.to(delta.dtype).view(-1, 1, 1, 1, 1)
-        out = torch.where(allowed, x + delta, x)
-        for _ in range(8):
-            if self.norm == "linf":
+            out = torch.where(allowed, x + delta.clamp(-eps, eps), x)
+            for _ in range(8):
                 over = (out.double() - x.double()).abs() > eps
                 if not over.any():
                     return out
                 out = torch.where(over, torch.nextafter(out, x), out)
-            else:
-                nrm = self._norms(x, out)
-                over = nrm > eps
-                if not over.any():
-                    return out
-                shrink = (eps / nrm.clamp_min(1e-300)) * (1 - 4 * torch.finfo(x.dtype).eps)
-                d = (out - x) * shrink.to(x.dtype).view(-1, 1, 1, 1, 1)
-                cand = torch.where(allowed, x + d, x)
-                out = torch.where(over.view(-1, 1, 1, 1, 1), cand, out)
-        # pathological rounding: leave the samples still outside at x
-        over = self._norms(x, out) > eps
-        return torch.where(over.view(-1, 1, 1, 1, 1), x, out)
+            return torch.where(over, x, out)  # unreachable in practice: one ulp step suffices
+        nrm = delta.double().flatten(1).norm(dim=1)
+        ulp = torch.finfo(x.dtype).eps * x.detach().abs().flatten(1).amax(1).double()
+        out = x
+        todo = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        for k in range(-1, 24):
+            radius = eps if k < 0 else (eps - (2.0**k) * ulp).clamp_min(0.0)
+            scale = torch.where(nrm > radius, radius / nrm.clamp_min(1e-300), torch.ones_like(nrm))
+            cand = torch.where(allowed, x + delta * scale.to(x.dtype).view(view), x)
+            good = todo & (self._norms(x, cand) <= eps)
+            out = torch.where(good.view(view), cand, out)
+            todo = todo & ~good
+            if not todo.any():
+                break
+        return out  # samples still in ``todo`` stay at x
 
     def _bones(self, x: Tensor, y: Tensor, allowed: Tensor) -> Tensor:
         """Restore clean bone lengths of ``y`` by walking the tree from the root (CIASA's SSR).
 
-        For each joint j in breadth-first order with parent p:
-        ``y_j <- y_p + ℓ_j · (y_j - y_p)/‖y_j - y_p‖`` with ℓ_j the clean length of bone (j, p),
-        applied only where j may move (``allowed``). A vanishing direction falls back to the clean
-        direction; a zero clean length puts j on its parent. Batched over N, T, M; loop over V.
+        For each joint j in breadth-first order with parent p (already placed):
+        ``y_j <- y_p + ℓ_j · u`` with ℓ_j the clean length of bone (j, p) and, as in SSR,
+        ``u = (y_j - y_p)/‖y_j - y_p‖``, applied only where j may move (``allowed``). A vanishing
+        direction falls back to the clean direction; a zero clean length puts j on its parent.
+
+        Departure from SSR (linf only): when that point leaves j's box ``|y_j - x_j| <= eps``, ``u``
+        is moved along the great circle towards the clean direction ``c_j`` (bisection on
+        ``normalize((1-t)·u + t·c_j)``, 20 steps) to the first point inside the box. ``t = 1`` gives
+        ``y_p + ℓ_j·c_j = x_j + (y_p - x_p)``, inside the box whenever the parent is, so one walk
+        satisfies bones and ball together instead of stalling in alternating projections.
+        Batched over N, T, M; the only loop is over the V joints.
         """
         topo = self.topology_obj
+        eps = self.eps if self.norm == "linf" else None
         y = y.clone()
         for j in topo.order:
             p = topo.parents[j]
             if p == -1:
                 continue
-            vec = y[:, :, :, j] - y[:, :, :, p]  # (N, 3, T, M)
-            nrm = vec.norm(dim=1, keepdim=True)
-            cvec = x[:, :, :, j] - x[:, :, :, p]
-            length = cvec.norm(dim=1, keepdim=True)
+            yp, xj = y[:, :, :, p], x[:, :, :, j]
+            vec = y[:, :, :, j] - yp  # (N, 3, T, M)
+            nrm = _norm3(vec)
+            cvec = xj - x[:, :, :, p]
+            length = _norm3(cvec)
             cunit = torch.where(
                 length > _DIR_EPS, cvec / length.clamp_min(_DIR_EPS), torch.zeros_like(cvec)
             )
             unit = torch.where(nrm > _DIR_EPS, vec / nrm.clamp_min(_DIR_EPS), cunit)
-            new = y[:, :, :, p] + length * unit
-            y[:, :, :, j] = torch.where(allowed[:, :, :, j], new, y[:, :, :, j])
+            new = yp + length * unit
+            move = allowed[:, :, :, j]  # (N, 1, T, M)
+            if eps is not None:
+
+                def inside(q: Tensor, xj: Tensor = xj) -> Tensor:
+                    return ((q - xj).abs() <= eps).all(1, keepdim=True)
+
+                out_box = move & ~inside(new)
+                if bool(out_box.any()):
+                    lo = torch.zeros_like(length)
+                    hi = torch.ones_like(length)
+                    for _ in range(20):
+                        mid = (lo + hi) / 2
+                        u = (1 - mid) * unit + mid * cunit
+                        un = _norm3(u)
+                        u = torch.where(un > 1e-6, u / un.clamp_min(1e-6), cunit)
+                        ok = inside(yp + length * u)
+                        hi = torch.where(ok, mid, hi)
+                        lo = torch.where(ok, lo, mid)
+                    u = (1 - hi) * unit + hi * cunit
+                    un = _norm3(u)
+                    u = torch.where(un > 1e-6, u / un.clamp_min(1e-6), cunit)
+                    new = torch.where(out_box, yp + length * u, new)
+                new = torch.minimum(torch.maximum(new, xj - eps), xj + eps)  # float rounding only
+            y[:, :, :, j] = torch.where(move, new, y[:, :, :, j])
         return y
 
     def project(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """A new tensor satisfying every constraint, close to ``x_adv``; no argument is modified.
 
         1. ``delta = x_adv - x`` (non-finite entries set to 0), zeroed outside :meth:`allowed_mask`,
-           projected onto the ε-ball (exact in the stored dtype).
+           projected onto the ε-ball (:meth:`_ball`, exact for the stored values).
         2. With ``preserve_bones``: alternate bone restoration (:meth:`_bones`, the tree walk of
-           CIASA, Liu et al., TNNLS 2022) and step 1 for the samples that still fail, up to 50 rounds.
-           Alternating projections onto a ball and the (non-convex) bone manifold need not converge
-           (notably when a joint mask pins a bone's child), so samples still failing then are pulled
-           back along the segment ``x + s·(z - x)``: ``s`` is bisected (30 steps) keeping the largest
-           tested ``s`` at which all constraints hold (``s = 0``, i.e. ``x``, always does). The
-           result therefore always passes :meth:`check`.
+           CIASA's SSR, Liu et al., TNNLS 2022, kept inside the linf box) and step 1 on the samples
+           that still fail, up to 50 rounds (linf usually passes after one round).
+        3. Fallback. Alternating projections onto a ball and the non-convex bone manifold can stall
+           (e.g. a joint pinned in a corner of its linf box, or a joint mask pinning a bone's child).
+           Bone lengths only couple joints of one (frame, body) slot, and scaling a slot's
+           perturbation by ``s <= 1`` keeps it in the ball, so each failing slot is pulled back along
+           ``x + s·(z - x)`` with ``s`` bisected (30 steps), keeping the largest tested ``s`` at which
+           its bones hold (``s = 0``, the clean slot, always does). Should a sample still fail (float
+           rounding at the ball's boundary), the same bisection runs on the whole sample. The result
+           therefore always passes :meth:`check`.
         """
         self._validate(x)
         if not isinstance(x_adv, Tensor) or x_adv.shape != x.shape:
@@ -488,27 +542,54 @@ class ThreatModel:
         out = self._ball(x, delta, allowed)
         if not self.preserve_bones:
             return out
+        view = (-1, 1, 1, 1, 1)
         ok = self._sample_ok(x, out)
         for _ in range(MAX_ROUNDS):
             if bool(ok.all()):
                 return out
             cand = self._ball(x, self._bones(x, out, allowed) - x, allowed)
-            out = torch.where(ok.view(-1, 1, 1, 1, 1), out, cand)
+            if torch.equal(cand[~ok], out[~ok]):
+                break  # a fixed point (e.g. a joint mask pins a bone): only the fallback helps
+            out = torch.where(ok.view(view), out, cand)
             ok = self._sample_ok(x, out)
         if bool(ok.all()):
             return out
-        # bisection fallback on the failing samples
-        n = x.shape[0]
-        view = (-1, 1, 1, 1, 1)
-        lo = torch.zeros(n, dtype=torch.float64, device=x.device)
-        hi = torch.ones(n, dtype=torch.float64, device=x.device)
-        best = torch.where(ok.view(view), out, x)
-        d = out - x
+        out = self._shrink(x, out, allowed, slots=True)
+        ok = self._sample_ok(x, out)
+        if bool(ok.all()):
+            return out
+        return torch.where(ok.view(view), out, self._shrink(x, out, allowed, slots=False))
+
+    def _shrink(self, x: Tensor, z: Tensor, allowed: Tensor, slots: bool) -> Tensor:
+        """Bisect ``s`` in ``x + s·(z - x)`` per failing (frame, body) slot (``slots``) or sample.
+
+        Keeps, per unit, the candidate of the largest tested ``s`` that passes the unit's test
+        (slot: its bones; sample: norm and bones); units failing at every tested ``s`` end at ``x``.
+        """
+        n, _, t, _, m = x.shape
+        d = z - x
+        if slots:
+            shape, sview = (n, t, m), (n, 1, t, 1, m)
+
+            def passes(c: Tensor) -> Tensor:
+                return ~self._bone_bad(x, c)[0].any(2)
+
+        else:
+            shape, sview = (n,), (n, 1, 1, 1, 1)
+
+            def passes(c: Tensor) -> Tensor:
+                return self._sample_ok(x, c)
+
+        todo = ~passes(z)
+        best = torch.where(todo.view(sview), x, z)
+        lo = torch.zeros(shape, dtype=torch.float64, device=x.device)
+        hi = torch.ones(shape, dtype=torch.float64, device=x.device)
         for _ in range(BISECTION_STEPS):
             mid = (lo + hi) / 2
-            cand = self._ball(x, d * mid.to(x.dtype).view(view), allowed)
-            good = self._sample_ok(x, cand) & ~ok
-            best = torch.where(good.view(view), cand, best)
+            s = torch.where(todo, mid, torch.ones_like(mid)).to(x.dtype)
+            cand = self._ball(x, d * s.view(sview), allowed)
+            good = todo & passes(cand)
+            best = torch.where(good.view(sview), cand, best)
             lo = torch.where(good, mid, lo)
-            hi = torch.where(good | ok, hi, mid)
+            hi = torch.where(good | ~todo, hi, mid)
         return best

@@ -28,7 +28,9 @@ def check_config(cfg: object, width: int, depth: int, kernel: int, dropout: floa
     if not isinstance(depth, int) or depth < 1:
         raise ConfigError(f"expected a positive integer, got {depth!r} in {name}.depth")
     if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-        raise ConfigError(f"expected an odd positive integer, got {kernel!r} in {name}.temporal_kernel")
+        raise ConfigError(
+            f"expected an odd positive integer, got {kernel!r} in {name}.temporal_kernel"
+        )
     if not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"expected a probability in [0, 1), got {dropout!r} in {name}.dropout")
     num_classes = getattr(cfg, "num_classes", 2)

@@ -43,7 +43,8 @@ from torch import nn
 
 from robench.errors import ConfigError
 from robench.victim import Victim, VictimConfig, register_victim
-from robench.victims._layers import (
+
+from ._layers import (
     channel_plan,
     check_config,
     init_kaiming,
@@ -128,7 +129,14 @@ class AGCNBlock(nn.Module):
     """TCN_GCN unit: ReLU(TCN(AGC(x)) + residual(x))."""
 
     def __init__(
-        self, c_in: int, c_out: int, a: torch.Tensor, kernel: int, stride: int, residual: bool, ratio: int
+        self,
+        c_in: int,
+        c_out: int,
+        a: torch.Tensor,
+        kernel: int,
+        stride: int,
+        residual: bool,
+        ratio: int,
     ) -> None:
         super().__init__()
         self.gcn1 = AdaptiveGraphConv(c_in, c_out, a, ratio)
@@ -157,7 +165,13 @@ class AGCNStream(nn.Module):
         plan = channel_plan(cfg.in_channels, cfg.width, cfg.depth)
         for i, (c_in, c_out, stride) in enumerate(plan):
             block = AGCNBlock(
-                c_in, c_out, a, cfg.temporal_kernel, stride, residual=i != 0, ratio=cfg.embedding_ratio
+                c_in,
+                c_out,
+                a,
+                cfg.temporal_kernel,
+                stride,
+                residual=i != 0,
+                ratio=cfg.embedding_ratio,
             )
             self.add_module(f"l{i + 1}", block)
         self.depth = cfg.depth

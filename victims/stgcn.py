@@ -6,7 +6,7 @@ Input (N, 3, T, V, M) -> logits (N, num_classes). The network:
   ``data_bn="MVC"`` for one statistic per body slot, M*V*C channels, as in 2s-AGCN);
 - ``depth`` st-gcn blocks (paper: 10, channels 64x4, 128x3, 256x3, temporal stride 2 where the
   channels double); block i computes, with the K = 3 "spatial configuration" partitions
-  A_k = ``topology.spatial_partition()`` (root / centripetal / centrifugal, A D^-1 normalised) and a
+  A_k = ``topology.spatial_partition()`` (root / centrifugal / centripetal, A D^-1 normalised) and a
   learnable edge-importance mask M_i (init ones, one per block),
 
       g = sum_k (W_k h) (A_k * M_ik)          # 1x1 conv to K*C_out channels, then einsum with A
@@ -19,9 +19,8 @@ Input (N, 3, T, V, M) -> logits (N, num_classes). The network:
 State-dict keys follow the released code (``data_bn``, ``st_gcn_networks.{i}.gcn.conv``,
 ``.tcn.{0,2,3}``, ``.residual.{0,1}``, ``edge_importance.{i}``, ``fcn``).
 Departures from the paper/released code: (1) the partition is ``Topology.spatial_partition()``,
-whose subsets 1 and 2 are (closer to the centre, farther) -- the released graph code stores them in
-the opposite order, so loading an official checkpoint needs the K output chunks of each
-``gcn.conv`` swapped (1 <-> 2); (2) weights are initialised as the released training code does
+whose subset order (root, centrifugal incl. equidistant neighbours, centripetal) is the released
+graph code's, so official checkpoints' ``gcn.conv`` chunks line up; (2) weights are initialised as the released training code does
 (conv N(0, 0.02), BN weight N(1, 0.02)) but from a generator seeded with ``init_seed``; (3) inputs
 with fewer than ``num_persons`` bodies are padded with absent (all-zero) bodies, which the mean over
 bodies then includes, as on the zero-padded NTU arrays the paper trains on.
@@ -36,7 +35,8 @@ from torch import nn
 
 from robench.errors import ConfigError
 from robench.victim import Victim, VictimConfig, register_victim
-from robench.victims._layers import (
+
+from ._layers import (
     channel_plan,
     check_config,
     normalize_input,
@@ -61,7 +61,9 @@ class STGCNConfig(VictimConfig):
     def __post_init__(self) -> None:
         check_config(self, self.width, self.depth, self.temporal_kernel, self.dropout)
         if self.data_bn not in ("VC", "MVC"):
-            raise ConfigError(f"expected 'VC' or 'MVC', got {self.data_bn!r} in STGCNConfig.data_bn")
+            raise ConfigError(
+                f"expected 'VC' or 'MVC', got {self.data_bn!r} in STGCNConfig.data_bn"
+            )
 
 
 class ConvTemporalGraphical(nn.Module):
@@ -83,7 +85,14 @@ class STGCNBlock(nn.Module):
     """One st-gcn unit: graph conv, BN-ReLU-TConv-BN-Dropout, residual, ReLU."""
 
     def __init__(
-        self, c_in: int, c_out: int, k: int, kernel: int, stride: int, dropout: float, residual: bool
+        self,
+        c_in: int,
+        c_out: int,
+        k: int,
+        kernel: int,
+        stride: int,
+        dropout: float,
+        residual: bool,
     ) -> None:
         super().__init__()
         self.gcn = ConvTemporalGraphical(c_in, c_out, k)

@@ -1,0 +1,605 @@
+"""Benchmark definitions: a YAML file validated into frozen dataclasses.
+
+A benchmark names everything one matrix of cells depends on::
+
+    id: quick                       # board / results folder name
+    version: 1                      # bump when the definition changes meaning
+    description: ...
+    dataset: {name: synth-ntu25, seed: 0, n_train: 480, n_test: 240}   # or {path: data.npz}
+    split: test                     # the split attacked (default "test")
+    subset: {n: 96, seed: 0}        # first n ids of a seeded permutation of the split (n: null = all)
+    victims:                        # zoo names or .pt checkpoints (relative to the YAML file)
+      - stgcn.synth_ntu25
+      - {name: my_model.pt, id: mine, defense: null}
+    attacks:                        # registered attack names; ``params`` override the Config defaults
+      - fgsm
+      - {name: pgd, params: {steps: 10}, eps: [0.005, 0.01, 0.02]}   # eps sweep for this attack
+      - {name: some-query-attack, budget: 1000, oracle: decision}
+    threats:                        # eps may be a list: one threat model per value
+      - {norm: linf, eps: 0.01, preserve_bones: false}
+    surrogates: [stgcn.synth_ntu25] # transfer surrogates (default: every victim)
+    seeds: [0]
+    batch_size: 64
+
+Every error a user can make raises a one-line :class:`~robench.errors.ConfigError` naming the file
+and the field ("expected a list of victim names, got int in quick.yaml field 'victims'"); unknown
+attack / victim names suggest the closest registered ones. The knowledge level of an attack is read
+from its class (``Attack.knowledge``), never from the file. An attack's ``eps`` list replaces the eps
+of every top-level threat model for that attack only (an eps sweep); the top-level threat models are
+the benchmark's *primary* threat models, the ones a board's worst case is taken over.
+Built-in benchmarks ship as ``robench/benchmarks/*.yaml`` (``smoke``, ``quick``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from robench.access import Knowledge
+from robench.errors import ConfigError, RobenchError
+from robench.registry import suggest
+from robench.threat import ThreatModel
+
+FORMAT = "robench.benchmark/1"
+_TOP_FIELDS = (
+    "id",
+    "version",
+    "description",
+    "dataset",
+    "split",
+    "subset",
+    "victims",
+    "attacks",
+    "threats",
+    "surrogates",
+    "seeds",
+    "batch_size",
+)
+_SYNTH_OPTIONS = ("seed", "n_train", "n_test", "num_frames")
+_THREAT_FIELDS = ("norm", "eps", "unit", "preserve_bones", "bone_tolerance", "joints", "frames", "topology")
+
+
+def _freeze(value: Any) -> Any:
+    """YAML value -> hashable value (lists become tuples; mappings become sorted item tuples)."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Inverse of the list part of :func:`_freeze` for JSON: tuples become lists."""
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Either a built-in generated set (``name``, ``seed`` and generator ``options``) or a ``path``."""
+
+    name: str = "synth-ntu25"
+    path: str | None = None
+    seed: int = 0
+    options: tuple[tuple[str, int], ...] = ()
+
+    def open(self) -> Any:
+        """The :class:`~robench.dataset.SkeletonSet` (generated sets are cached in-process)."""
+        from robench.dataset import open_dataset
+
+        if self.path is not None:
+            return open_dataset(self.path)
+        return open_dataset(self.name, seed=self.seed, **dict(self.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.path is not None:
+            return {"path": self.path}
+        return {"name": self.name, "seed": self.seed, **dict(self.options)}
+
+
+@dataclass(frozen=True)
+class SubsetSpec:
+    """``n`` samples (None = the whole split) chosen by a permutation seeded with ``seed``."""
+
+    n: int | None = None
+    seed: int = 0
+
+    def select(self, ids: tuple[str, ...] | list[str]) -> list[str]:
+        """First ``n`` ids of ``torch.randperm(len(ids))`` under a generator seeded with ``seed``."""
+        n = len(ids) if self.n is None else self.n
+        if n > len(ids):
+            raise ConfigError(f"expected subset n <= {len(ids)} (the split's size), got {n} in field 'subset.n'")
+        perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(self.seed))
+        return [ids[i] for i in perm[:n].tolist()]
+
+
+def subset_hash(ids: list[str] | tuple[str, ...]) -> str:
+    """sha256 of the subset's sample ids joined by newlines (order matters)."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class VictimSpec:
+    """A victim: ``source`` is a zoo name or an absolute ``.pt`` path; ``id`` is its display name."""
+
+    id: str
+    source: str
+    defense: str | None = None
+    defense_params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Row name in the store and the board: ``id`` or ``id+defense``."""
+        return self.id if self.defense is None else f"{self.id}+{self.defense}"
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An attack entry: registered ``name``, unique ``id``, Config overrides, optional eps sweep."""
+
+    id: str
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+    eps: tuple[float, ...] | None = None
+    budget: int = 1000
+    oracle: str | None = None
+
+    @property
+    def cls(self) -> type:
+        from robench.attack import ATTACKS
+
+        if self.name.startswith("torchattacks:"):
+            from robench.attacks.torchattacks_adapter import TorchAttacksAttack
+
+            return TorchAttacksAttack
+        return ATTACKS.get(self.name)
+
+    @property
+    def knowledge(self) -> Knowledge:
+        return self.cls.knowledge
+
+    def build(self) -> Any:
+        """A fresh attack instance with the overrides applied."""
+        from robench.attack import create_attack
+
+        return create_attack(self.name, **dict(self.params))
+
+    def config_dict(self) -> dict[str, Any]:
+        """The attack's full Config (defaults filled in), JSON-ready."""
+        attack = self.build()
+        return json.loads(json.dumps(dataclasses.asdict(attack.config), default=_json_default, sort_keys=True))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, tuple | set | frozenset):
+        return list(o)
+    if isinstance(o, Knowledge):
+        return o.value
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    return repr(o)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A validated benchmark definition (see the module docstring for the YAML form)."""
+
+    id: str
+    version: int
+    dataset: DatasetSpec
+    victims: tuple[VictimSpec, ...]
+    attacks: tuple[AttackSpec, ...]
+    threats: tuple[ThreatModel, ...]
+    subset: SubsetSpec = SubsetSpec()
+    split: str = "test"
+    surrogates: tuple[VictimSpec, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    batch_size: int = 64
+    description: str = ""
+    source: str = ""
+
+    def threats_for(self, attack: AttackSpec) -> tuple[ThreatModel, ...]:
+        """The threat models ``attack`` runs under: the primary ones, or its eps sweep over them."""
+        if attack.eps is None:
+            return self.threats
+        out: list[ThreatModel] = []
+        for t in self.threats:
+            for e in attack.eps:
+                tm = dataclasses.replace(t, eps=e)
+                if tm not in out:
+                    out.append(tm)
+        return tuple(out)
+
+    def victim(self, key: str) -> VictimSpec:
+        for v in (*self.victims, *self.surrogates):
+            if v.key == key or v.id == key:
+                return v
+        raise ConfigError(f"expected a victim of benchmark {self.id!r}, got {key!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical JSON-ready form (written beside the results and into cell configs)."""
+        return {
+            "format": FORMAT,
+            "id": self.id,
+            "version": self.version,
+            "description": self.description,
+            "dataset": self.dataset.to_dict(),
+            "split": self.split,
+            "subset": {"n": self.subset.n, "seed": self.subset.seed},
+            "victims": [
+                {"id": v.id, "source": v.source, "defense": v.defense, "defense_params": dict(v.defense_params)}
+                for v in self.victims
+            ],
+            "attacks": [
+                {
+                    "id": a.id,
+                    "name": a.name,
+                    "params": {k: _thaw(v) for k, v in a.params},
+                    "eps": list(a.eps) if a.eps is not None else None,
+                    "budget": a.budget,
+                    "oracle": a.oracle,
+                }
+                for a in self.attacks
+            ],
+            "threats": [t.to_dict() for t in self.threats],
+            "surrogates": [v.id for v in self.surrogates],
+            "seeds": list(self.seeds),
+            "batch_size": self.batch_size,
+        }
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def builtin_benchmarks() -> list[str]:
+    """Names of the benchmarks shipped in ``robench/benchmarks/*.yaml``."""
+    root = resources.files("robench.benchmarks")
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_benchmark(name_or_path: str | Path) -> Benchmark:
+    """A built-in benchmark by name (``"quick"``) or a YAML file by path."""
+    s = str(name_or_path)
+    path = Path(s)
+    if s.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"expected a benchmark YAML file, got no file at {s}")
+        return parse_benchmark(_read_yaml(path.read_text(), path.name), source=path.name, base_dir=path.parent)
+    names = builtin_benchmarks()
+    if s not in names:
+        close = suggest(s, names)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigError(
+            f"expected a built-in benchmark ({', '.join(names)}) or a .yaml path, got {s!r}{hint}"
+        )
+    text = resources.files("robench.benchmarks").joinpath(f"{s}.yaml").read_text()
+    return parse_benchmark(_read_yaml(text, f"{s}.yaml"), source=f"{s}.yaml", base_dir=None)
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"expected valid YAML, got {problem}{where} in {source}") from None
+
+
+def _tname(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+class _Ctx:
+    """Error helper: every message ends with "in FILE field 'FIELD'"."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def err(self, expected: str, got: Any, field: str, *, raw: bool = False) -> ConfigError:
+        g = got if raw else _tname(got)
+        return ConfigError(f"expected {expected}, got {g} in {self.source} field '{field}'")
+
+    def int_(self, v: Any, field: str, minimum: int | None = None) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.err("an integer", v, field)
+        if minimum is not None and v < minimum:
+            raise self.err(f"an integer >= {minimum}", v, field, raw=True)
+        return v
+
+    def str_(self, v: Any, field: str) -> str:
+        if not isinstance(v, str) or not v.strip():
+            raise self.err("a non-empty string", v, field)
+        return v.strip()
+
+    def mapping(self, v: Any, field: str, known: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise self.err("a mapping", v, field)
+        for k in v:
+            if k not in known:
+                close = suggest(str(k), known)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"expected one of {list(known)}, got unknown key {k!r}{hint} in {self.source} field '{field}'"
+                )
+        return v
+
+
+def parse_benchmark(data: Any, source: str = "benchmark", base_dir: Path | None = None) -> Benchmark:
+    """Validate a parsed YAML mapping into a :class:`Benchmark` (see the module docstring)."""
+    c = _Ctx(source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of benchmark fields, got {_tname(data)} in {source}")
+    c.mapping(data, "<top level>", _TOP_FIELDS)
+    for req in ("id", "victims", "attacks"):
+        if req not in data:
+            raise ConfigError(f"expected field {req!r}, got none in {source}")
+    bid = c.str_(data["id"], "id")
+    version = c.int_(data.get("version", 1), "version", 1)
+    description = data.get("description", "") or ""
+    if not isinstance(description, str):
+        raise c.err("a string", description, "description")
+    dataset = _dataset(c, data.get("dataset", {"name": "synth-ntu25"}), base_dir)
+    split = c.str_(data.get("split", "test"), "split")
+    subset = _subset(c, data.get("subset", {}))
+    victims = _victims(c, data["victims"], "victims", base_dir)
+    threats = _threats(c, data.get("threats", [{"norm": "linf", "eps": 0.01}]))
+    attacks = _attacks(c, data["attacks"], threats)
+    seeds_raw = data.get("seeds", [0])
+    if not isinstance(seeds_raw, list) or not seeds_raw:
+        raise c.err("a non-empty list of integer seeds", seeds_raw, "seeds")
+    seeds = tuple(c.int_(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds_raw))
+    if len(set(seeds)) != len(seeds):
+        raise c.err("distinct seeds", seeds_raw, "seeds", raw=True)
+    batch_size = c.int_(data.get("batch_size", 64), "batch_size", 1)
+    if "surrogates" in data and data["surrogates"] is not None:
+        surrogates = _surrogates(c, data["surrogates"], victims, base_dir)
+    else:
+        surrogates = tuple(VictimSpec(id=v.id, source=v.source) for v in victims)
+    if any(a.knowledge is Knowledge.TRANSFER for a in attacks) and not surrogates:
+        raise c.err("at least one surrogate for the transfer attacks", "[]", "surrogates", raw=True)
+    return Benchmark(
+        id=bid,
+        version=version,
+        dataset=dataset,
+        victims=victims,
+        attacks=attacks,
+        threats=threats,
+        subset=subset,
+        split=split,
+        surrogates=surrogates,
+        seeds=seeds,
+        batch_size=batch_size,
+        description=description.strip(),
+        source=source,
+    )
+
+
+def _dataset(c: _Ctx, d: Any, base_dir: Path | None) -> DatasetSpec:
+    if isinstance(d, str):
+        d = {"path": d} if d.endswith(".npz") else {"name": d}
+    opts = _synth_options()
+    d = c.mapping(d, "dataset", ("name", "path", *opts))
+    if "path" in d:
+        extra = [k for k in d if k not in ("path", "name")]
+        if extra:
+            raise c.err("no generator options beside 'path'", f"{extra[0]!r}", f"dataset.{extra[0]}", raw=True)
+        p = _resolve_path(c, d["path"], "dataset.path", base_dir, ".npz")
+        return DatasetSpec(name=Path(p).stem, path=p)
+    name = c.str_(d.get("name", "synth-ntu25"), "dataset.name")
+    from robench.dataset import BUILTIN_DATASETS
+
+    if name not in BUILTIN_DATASETS:
+        close = suggest(name, BUILTIN_DATASETS)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise c.err(f"a built-in data set {list(BUILTIN_DATASETS)} or a 'path'{hint}", repr(name), "dataset.name", raw=True)
+    seed = c.int_(d.get("seed", 0), "dataset.seed", 0)
+    options = tuple(sorted((k, c.int_(v, f"dataset.{k}", 1)) for k, v in d.items() if k not in ("name", "seed")))
+    return DatasetSpec(name=name, seed=seed, options=options)
+
+
+def _synth_options() -> tuple[str, ...]:
+    """Keyword options of ``robench.synth.generate`` (falls back to the documented ones)."""
+    try:
+        from robench import synth
+
+        params = inspect.signature(synth.generate).parameters
+        names = tuple(p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p != "progress")
+        return names or _SYNTH_OPTIONS
+    except (ImportError, AttributeError):
+        return _SYNTH_OPTIONS
+
+
+def _subset(c: _Ctx, d: Any) -> SubsetSpec:
+    if isinstance(d, int) and not isinstance(d, bool):
+        d = {"n": d}
+    d = c.mapping(d, "subset", ("n", "seed"))
+    n = d.get("n")
+    n = None if n is None else c.int_(n, "subset.n", 1)
+    return SubsetSpec(n=n, seed=c.int_(d.get("seed", 0), "subset.seed", 0))
+
+
+def _resolve_path(c: _Ctx, p: Any, field: str, base_dir: Path | None, suffix: str) -> str:
+    s = c.str_(p, field)
+    if not s.endswith(suffix):
+        raise c.err(f"a {suffix} path", repr(s), field, raw=True)
+    cand = Path(s).expanduser()
+    if not cand.is_absolute() and base_dir is not None and (base_dir / cand).exists():
+        cand = base_dir / cand
+    if not cand.exists():
+        raise c.err(f"an existing {suffix} file", f"no file at {s!r}", field, raw=True)
+    return str(cand.resolve())
+
+
+def _victim_source(c: _Ctx, name: Any, field: str, base_dir: Path | None) -> tuple[str, str]:
+    """(default id, source) of a zoo name or .pt path."""
+    if not isinstance(name, str):
+        raise c.err("a victim name (zoo name or .pt path)", name, field)
+    if name.endswith(".pt"):
+        src = _resolve_path(c, name, field, base_dir, ".pt")
+        return Path(src).stem, src
+    from robench import zoo
+
+    names = zoo.names()
+    if name not in names:
+        close = suggest(name, names)
+        hint = f"; did you mean {', '.join(repr(x) for x in close)}?" if close else ""
+        raise ConfigError(
+            f"expected a zoo victim ({', '.join(names) or 'none shipped'}) or a .pt checkpoint path, "
+            f"got {name!r}{hint} in {c.source} field '{field}'"
+        )
+    return name, name
+
+
+def _victims(c: _Ctx, raw: Any, field: str, base_dir: Path | None) -> tuple[VictimSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise c.err("a list of victim names", raw, field)
+    out: list[VictimSpec] = []
+    for i, item in enumerate(raw):
+        f = f"{field}[{i}]"
+        if isinstance(item, dict):
+            item = c.mapping(item, f, ("name", "id", "defense", "defense_params"))
+            if "name" not in item:
+                raise c.err("a 'name'", "none", f, raw=True)
+            vid, src = _victim_source(c, item["name"], f"{f}.name", base_dir)
+            vid = c.str_(item.get("id", vid), f"{f}.id")
+            defense = item.get("defense")
+            params = item.get("defense_params") or {}
+            if not isinstance(params, dict):
+                raise c.err("a mapping", params, f"{f}.defense_params")
+            if defense is not None:
+                defense = _check_defense(c, defense, f"{f}.defense")
+            out.append(VictimSpec(id=vid, source=src, defense=defense, defense_params=_freeze(params)))
+        else:
+            vid, src = _victim_source(c, item, f, base_dir)
+            out.append(VictimSpec(id=vid, source=src))
+    keys = [v.key for v in out]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise c.err("distinct victims (give one an 'id')", f"{dup!r} twice", field, raw=True)
+    return tuple(out)
+
+
+def _check_defense(c: _Ctx, name: Any, field: str) -> str:
+    """Defense names are checked against ``robench.defense.DEFENSES`` when that registry exists."""
+    name = c.str_(name, field)
+    try:
+        from robench.defense import DEFENSES  # type: ignore[import-not-found]
+    except ImportError:
+        raise c.err("no defense (no defense registry is installed yet)", repr(name), field, raw=True) from None
+    if name not in DEFENSES:
+        raise ConfigError(f"{DEFENSES.unknown(name)} in {c.source} field '{field}'")
+    return name
+
+
+def _surrogates(c: _Ctx, raw: Any, victims: tuple[VictimSpec, ...], base_dir: Path | None) -> tuple[VictimSpec, ...]:
+    if not isinstance(raw, list):
+        raise c.err("a list of victim names", raw, "surrogates")
+    by_id = {v.id: v for v in victims}
+    out: list[VictimSpec] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str) and item in by_id:
+            out.append(VictimSpec(id=item, source=by_id[item].source))
+            continue
+        vid, src = _victim_source(c, item, f"surrogates[{i}]", base_dir)
+        out.append(VictimSpec(id=vid, source=src))
+    ids = [v.id for v in out]
+    if len(set(ids)) != len(ids):
+        raise c.err("distinct surrogates", raw, "surrogates", raw=True)
+    return tuple(out)
+
+
+def _threats(c: _Ctx, raw: Any) -> tuple[ThreatModel, ...]:
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise c.err("a list of threat models", raw, "threats")
+    out: list[ThreatModel] = []
+    for i, item in enumerate(raw):
+        f = f"threats[{i}]"
+        item = c.mapping(item, f, _THREAT_FIELDS)
+        eps = item.get("eps", 0.01)
+        eps_list = eps if isinstance(eps, list) else [eps]
+        if not eps_list:
+            raise c.err("at least one eps", "[]", f"{f}.eps", raw=True)
+        for e in eps_list:
+            d = dict(item, eps=e)
+            try:
+                tm = ThreatModel.from_dict(d, source=f"{c.source} field '{f}'")
+            except RobenchError as ex:
+                raise ConfigError(str(ex)) from None
+            if tm in out:
+                raise c.err("distinct threat models", f"{tm.name} twice", "threats", raw=True)
+            out.append(tm)
+    return tuple(out)
+
+
+def _attacks(c: _Ctx, raw: Any, threats: tuple[ThreatModel, ...]) -> tuple[AttackSpec, ...]:
+    from robench.attack import ATTACKS
+    from robench.victim import make_config
+
+    if not isinstance(raw, list) or not raw:
+        raise c.err("a list of attacks", raw, "attacks")
+    out: list[AttackSpec] = []
+    for i, item in enumerate(raw):
+        f = f"attacks[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        item = c.mapping(item, f, ("name", "id", "params", "eps", "budget", "oracle"))
+        if "name" not in item:
+            raise c.err("a 'name'", "none", f, raw=True)
+        name = c.str_(item["name"], f"{f}.name")
+        if name.startswith("torchattacks:"):
+            from robench.attacks.torchattacks_adapter import TorchAttacksAttack as cls
+        else:
+            if name not in ATTACKS:
+                raise ConfigError(f"{ATTACKS.unknown(name)} in {c.source} field '{f}.name'")
+            cls = ATTACKS.get(name)
+        params = item.get("params") or {}
+        if not isinstance(params, dict):
+            raise c.err("a mapping of hyper-parameters", params, f"{f}.params")
+        for k, v in params.items():
+            if isinstance(v, dict):
+                raise c.err("a number, string, boolean or list", v, f"{f}.params.{k}")
+        frozen = tuple(sorted((str(k), _freeze(v)) for k, v in params.items()))
+        if not name.startswith("torchattacks:"):
+            try:
+                make_config(cls.Config, dict(frozen), source=f"{c.source} field '{f}.params'")
+            except RobenchError as ex:
+                raise ConfigError(str(ex)) from None
+        eps = item.get("eps")
+        if eps is not None:
+            if not isinstance(eps, list) or not eps:
+                raise c.err("a non-empty list of eps values", eps, f"{f}.eps")
+            for j, e in enumerate(eps):
+                if isinstance(e, bool) or not isinstance(e, int | float):
+                    raise c.err("a number", e, f"{f}.eps[{j}]")
+                if e < 0:
+                    raise c.err("a number >= 0", e, f"{f}.eps[{j}]", raw=True)
+            eps = tuple(float(e) for e in eps)
+        budget = c.int_(item.get("budget", 1000), f"{f}.budget", 1)
+        oracle = item.get("oracle")
+        if oracle is not None and oracle not in ("decision", "score"):
+            raise c.err("'decision' or 'score'", repr(oracle), f"{f}.oracle", raw=True)
+        for t in threats:
+            if t.norm not in cls.norms:
+                raise ConfigError(
+                    f"expected a norm in {list(cls.norms)} for attack {name!r}, got {t.norm!r} in {c.source} field 'threats'"
+                )
+        aid = c.str_(item.get("id", name), f"{f}.id")
+        out.append(AttackSpec(id=aid, name=name, params=frozen, eps=eps, budget=budget, oracle=oracle))
+    ids = [a.id for a in out]
+    dup = next((a for a in ids if ids.count(a) > 1), None)
+    if dup is not None:
+        raise c.err("distinct attack ids (give repeated attacks an 'id')", f"{dup!r} twice", "attacks", raw=True)
+    return tuple(out)

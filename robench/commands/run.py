@@ -1,0 +1,164 @@
+"""``robench run``, ``robench results``, ``robench regress`` and ``robench bench``."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robench.errors import ConfigError
+
+
+def _board(store: Any, plan: Any) -> dict[str, Any]:
+    """The board of ``plan``'s benchmark from ``store``: only the cells of this definition."""
+    from robench.board import build_board
+    from robench.harness import board_meta
+
+    keys = {c.key for c in plan.cells}
+    frame = store.frame("ok")
+    cells = store.cells()
+    board = build_board(
+        frame[frame["cell_key"].isin(keys)].reset_index(drop=True),
+        cells[cells["cell_key"].isin(keys)].reset_index(drop=True),
+        {**board_meta(plan), "runs": store.runs().to_dict("records")},
+    )
+    board["subset"]["ids"] = list(plan.ids)
+    return board
+
+
+def _status_line(store: Any, plan: Any) -> str:
+    keys = {c.key for c in plan.cells}
+    st = store.cell_status(keys)
+    counts = {s: sum(1 for v in st.values() if v == s) for s in ("ok", "invalid", "error")}
+    return f"{len(plan.cells)} cells: {counts['ok']} ok, {counts['invalid']} invalid, {counts['error']} error"
+
+
+def _run(benchmark: str, out: str | None, workers: int, device: str, quiet: bool) -> tuple[Any, Any, Any]:
+    from robench.benchmark import load_benchmark
+    from robench.harness import prepare, run_benchmark
+
+    bench = load_benchmark(benchmark)
+    out_dir = Path(out) if out else Path("results") / bench.id
+    store = run_benchmark(bench, out_dir, workers=workers, device=device, progress=not quiet, argv=sys.argv)
+    return bench, store, prepare(bench, out_dir, device)
+
+
+@click.command("run")
+@click.argument("benchmark", required=False, default="quick")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Results folder (default results/ID).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes for cells.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--board-out", type=click.Path(file_okay=False), default=None, help="Leaderboard folder (default leaderboards/ID).")
+@click.option("--no-board", is_flag=True, help="Only fill the results store.")
+def run_cmd(benchmark: str, out: str | None, workers: int, device: str, quiet: bool, board_out: str | None, no_board: bool) -> None:
+    """Run BENCHMARK (a built-in name such as quick/smoke, or a YAML file; default: quick).
+
+    Finished cells are read from the store, so a second run (or one after a crash) only runs what is
+    missing. Then the leaderboard is written to --board-out.
+    """
+    bench, store, plan = _run(benchmark, out, workers, device, quiet)
+    click.echo(f"{bench.id}: {_status_line(store, plan)} -> {store.path}")
+    if not no_board:
+        from robench.board import write_board
+
+        target = Path(board_out) if board_out else Path("leaderboards") / bench.id
+        paths = write_board(_board(store, plan), target)
+        click.echo(f"board: {', '.join(str(p) for p in paths)}")
+    store.close()
+
+
+@click.command("results")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Export the joined per-sample frame.")
+@click.option("--all", "all_status", is_flag=True, help="Export invalid/error cells' rows too.")
+def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
+    """Per-cell summary of a results folder; --csv exports the joined frame (atomically)."""
+    import pandas as pd
+
+    from robench.io import atomic_write_text
+    from robench.store import Store, store_exists
+
+    if not store_exists(directory):
+        raise ConfigError(f"expected a results folder with results.sqlite, got none at {directory} in argument 'DIRECTORY'")
+    with Store(directory) as store:
+        summary = store.summary()
+        if summary.empty:
+            click.echo("no cells recorded")
+        else:
+            cols = ["victim", "attack", "surrogate", "threat", "seed", "status", "n", "clean_acc", "robust_acc", "asr", "seconds"]
+            with pd.option_context("display.width", 200, "display.max_rows", 10000, "display.max_colwidth", 40):
+                click.echo(summary[cols].to_string(index=False))
+            bad = summary[summary["status"] != "ok"]
+            for r in bad.itertuples(index=False):
+                click.echo(f"{r.status}: {r.victim} {r.attack} {r.surrogate or ''} {r.threat} seed {r.seed}: {r.error}")
+        if csv_path:
+            frame = store.frame(None if all_status else "ok")
+            atomic_write_text(csv_path, frame.to_csv(index=False))
+            click.echo(f"wrote {len(frame)} rows to {csv_path}")
+
+
+@click.command("regress")
+@click.argument("benchmark")
+@click.option("--baseline", required=True, type=click.Path(), help="Baseline board.json (or its folder).")
+@click.option("--tolerance", type=float, default=0.0, show_default=True, help="Widen the new 95% interval by this much.")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Results folder (default: a temporary one).")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def regress_cmd(benchmark: str, baseline: str, tolerance: float, out: str | None, workers: int, device: str, quiet: bool) -> None:
+    """Re-run BENCHMARK and fail (exit 1) when a robust accuracy regressed against --baseline.
+
+    A value counts as a regression only when the baseline lies above the new 95% Wilson interval
+    widened by --tolerance; a baseline entry missing from the new board also fails. Exit 2 on user
+    errors.
+    """
+    from robench.board import read_board, write_board
+    from robench.regress import compare_boards
+
+    if tolerance < 0:
+        raise ConfigError(f"expected a tolerance >= 0, got {tolerance} in option '--tolerance'")
+    base = read_board(baseline)
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="robench-regress-")
+        out = tmp.name
+    try:
+        bench, store, plan = _run(benchmark, out, workers, device, quiet)
+        base_id = (base.get("benchmark") or {}).get("id")
+        if base_id and base_id != bench.id:
+            raise ConfigError(f"expected a baseline board of benchmark {bench.id!r}, got {base_id!r} in option '--baseline'")
+        new = _board(store, plan)
+        store.close()
+        if tmp is None:
+            write_board(new, Path(out) / "board")
+        if (base.get("subset") or {}).get("hash") not in (None, new["subset"]["hash"]):
+            click.echo("warning: the baseline was computed on a different sample subset", err=True)
+        report = compare_boards(base, new, tolerance)
+        click.echo(report.format())
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if report.failed:
+        raise click.exceptions.Exit(1)
+
+
+@click.command("bench")
+@click.option("--only", "only", multiple=True, help="Run only these measurements (repeatable).")
+def bench_cmd(only: tuple[str, ...]) -> None:
+    """Performance ratios measured side by side (e.g. harness overhead vs bare forward+backward)."""
+    from robench.bench import BENCHMARKS, run_benchmarks
+
+    unknown = [o for o in only if o not in BENCHMARKS]
+    if unknown:
+        raise ConfigError(f"expected one of {sorted(BENCHMARKS)}, got {unknown[0]!r} in option '--only'")
+    for name, res in run_benchmarks(list(only) or None):
+        ratio = res.get("ratio")
+        goal = f" (goal {res['goal']})" if res.get("goal") else ""
+        click.echo(f"{name}: ratio {ratio:.3f}{goal}  {res.get('detail', '')}")
+
+
+COMMANDS = [run_cmd, results_cmd, regress_cmd, bench_cmd]

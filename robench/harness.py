@@ -1,0 +1,547 @@
+"""The harness: expand a benchmark into cells, run each attack with ONLY its access object, store rows.
+
+One cell = (dataset, victim[, defense], attack, threat model, seed, subset[, surrogate]). Its key is
+the sha256 of its canonical config JSON (dataset fingerprint, subset hash, weights sha256 of victim and
+surrogate, the attack's full Config, threat model, seed, batch size), so a changed config never reuses
+stale rows, and a finished cell (status ``ok`` or ``invalid``) is skipped by the next run; ``error``
+cells are retried.
+
+Per cell:
+
+1. the samples the attack is run on are the *eligible* ones — white-box / query / no-box: the victim
+   classifies them correctly on clean input; transfer: the surrogate does (and a transfer cell's
+   eligible set is surrogate AND victim correct). Other samples keep ``x_adv = x`` and still get a row;
+2. the attack receives only its access object (:mod:`robench.access`): ``WhiteBox(victim)``,
+   ``Transfer([surrogate], train_x, train_y)`` with the training split, ``Query(QueryOracle(victim,
+   budget))``, or ``NoBox(train_x)`` — the training split's coordinates without labels. On synth-ntu25
+   that unlabelled data is NOT disjoint from the victims' training data (the zoo is trained on the
+   same split): the "hard no-box" assumption of Lu et al. (ICCV 2023) is weakened there, which the
+   boards should be read with; a user data set can pass a disjoint split instead;
+3. the attack runs through ``Attack.__call__`` (threat check, input-mutation check); a
+   :class:`~robench.errors.RobenchError` (e.g. ThreatViolation) marks the cell ``invalid`` with the
+   reason, any other exception ``error`` with its message, and the run continues;
+4. predictions under ``torch.inference_mode``; :func:`robench.metrics.sample_metrics`; the cell row
+   and its sample rows are written in one transaction.
+
+Transfer attacks generate adversarial examples once per (surrogate, attack, threat, seed, subset),
+cached atomically under ``DIR/cache/transfer-<sha256>.pt``, and evaluate them on every victim.
+Each cell's ``torch.Generator`` is seeded from ``sha256(f"{seed}:{key}")`` (key: the cell key, or the
+generation key for transfer attacks), so a cell's rows do not depend on which other cells run.
+Per victim (computed once and reused by its cells): clean logits, ``forward_random`` (two eval
+forwards on the first batch differ) and, for white-box cells, ``zero_grad_frac`` (fraction of
+eligible samples whose input gradient of CE on the clean input is exactly zero).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from robench.access import Knowledge, NoBox, Query, QueryOracle, Transfer, WhiteBox
+from robench.benchmark import AttackSpec, Benchmark, VictimSpec, subset_hash
+from robench.errors import ConfigError, RobenchError
+from robench.io import atomic_write, atomic_write_text
+from robench.metrics import sample_metrics
+from robench.store import Store
+from robench.threat import ThreatModel
+
+CELL_FORMAT = "robench.cell/1"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def derive_seed(seed: int, key: str) -> int:
+    """63-bit generator seed from (benchmark seed, cell key)."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:15], 16)
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """One cell of the matrix; ``gen_key`` groups the transfer cells sharing one generation."""
+
+    key: str
+    victim: VictimSpec
+    attack: AttackSpec
+    knowledge: Knowledge
+    threat: ThreatModel
+    seed: int
+    surrogate: VictimSpec | None
+    config: dict[str, Any]
+    gen_key: str | None = None
+    gen_config: dict[str, Any] | None = None
+
+
+@dataclass(eq=False)
+class _Model:
+    """A loaded victim/surrogate with the per-model results reused by its cells."""
+
+    model: torch.nn.Module
+    sha: str
+    clean_logits: torch.Tensor
+    correct: torch.Tensor  # (n,) bool
+    forward_random: int
+    zero_grad: torch.Tensor | None = None  # (n,) bool, lazily
+
+
+@dataclass(eq=False)
+class Plan:
+    """A prepared benchmark: data, subset, cells; loads models lazily."""
+
+    bench: Benchmark
+    out_dir: Path
+    device: torch.device
+    data: Any
+    ids: list[str]
+    x: torch.Tensor
+    y: torch.Tensor
+    train_x: torch.Tensor | None
+    train_y: torch.Tensor | None
+    dataset_hash: str
+    subset_hash: str
+    cells: list[Cell] = field(default_factory=list)
+    _models: dict[str, _Model] = field(default_factory=dict)
+    _x_adv: dict[str, tuple[torch.Tensor, float]] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ models
+    def model(self, spec: VictimSpec) -> _Model:
+        """The loaded model of ``spec`` (eval mode, on the device) with its clean predictions."""
+        if spec.key in self._models:
+            return self._models[spec.key]
+        from robench.victim import create_victim
+
+        if spec.defense is not None:
+            raise ConfigError(f"expected no defense (the harness cannot apply defenses yet), got {spec.defense!r} for victim {spec.id!r}")
+        net = create_victim(spec.source).to(self.device).eval()
+        k = getattr(getattr(net, "config", None), "num_classes", self.data.num_classes)
+        if k != self.data.num_classes:
+            raise ConfigError(
+                f"expected a victim with {self.data.num_classes} classes (the data set's), got {k} for victim {spec.id!r}"
+            )
+        bs = self.bench.batch_size
+        with torch.inference_mode():
+            logits = torch.cat([net(self.x[i : i + bs]) for i in range(0, len(self.ids), bs)])
+            again = net(self.x[:bs])
+        rand = int(not torch.equal(again, logits[: again.shape[0]]))
+        sha = getattr(net, "weights_sha256", "") or _weights_sha(spec)
+        m = _Model(net, sha, logits, logits.argmax(1) == self.y, rand)
+        self._models[spec.key] = m
+        return m
+
+    def zero_grad(self, m: _Model) -> torch.Tensor:
+        """(n,) bool: the input gradient of CE(f(x), y) on the clean input is exactly zero."""
+        if m.zero_grad is None:
+            bs = self.bench.batch_size
+            out = []
+            for i in range(0, len(self.ids), bs):
+                xb = self.x[i : i + bs].detach().clone().requires_grad_(True)
+                with torch.enable_grad():
+                    loss = F.cross_entropy(m.model(xb), self.y[i : i + bs], reduction="sum")
+                    (g,) = torch.autograd.grad(loss, xb)
+                out.append(g.flatten(1).eq(0).all(1))
+            m.zero_grad = torch.cat(out)
+        return m.zero_grad
+
+    # ------------------------------------------------------------------ running
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        """Run one cell and return its store record ``{"cell": {...}, "samples": {...} | None}``."""
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {
+            "cell_key": cell.key,
+            "benchmark": self.bench.id,
+            "dataset": self.data.name,
+            "victim": cell.victim.id,
+            "defense": cell.victim.defense,
+            "attack": cell.attack.id,
+            "knowledge": cell.knowledge.value,
+            "surrogate": cell.surrogate.id if cell.surrogate else None,
+            "threat": cell.threat.name,
+            "norm": cell.threat.norm,
+            "eps": cell.threat.eps,
+            "seed": cell.seed,
+            "subset_hash": self.subset_hash,
+            "config_json": canonical_json(cell.config),
+            "weights_sha256": cell.config["victim"]["weights_sha256"],
+            "n": len(self.ids),
+        }
+        samples = None
+        try:
+            samples, extra = self._attack_cell(cell)
+            row.update(extra, status="ok", error=None)
+        except RobenchError as e:
+            row.update(status="invalid", error=_one_line(e))
+        except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+            row.update(status="error", error=f"{type(e).__name__}: {_one_line(e)}")
+        row["seconds"] = time.perf_counter() - t0 + row.pop("_gen_share", 0.0)
+        return {"cell": row, "samples": samples}
+
+    def _attack_cell(self, cell: Cell) -> tuple[dict[str, Any], dict[str, Any]]:
+        vic = self.model(cell.victim)
+        attack = cell.attack.build()
+        n, k = len(self.ids), vic.clean_logits.shape[1]
+        targeted = bool(getattr(attack.config, "targeted", False))
+        target = self._targets(cell, k) if targeted else None
+        extra: dict[str, Any] = {"forward_random": vic.forward_random, "zero_grad_frac": None}
+        queries = None
+        if cell.knowledge is Knowledge.TRANSFER:
+            sur = self.model(cell.surrogate)
+            x_adv_e, gen_s = self._transfer_examples(cell, attack, sur, target)
+            extra["_gen_share"] = gen_s / max(1, len(self.bench.victims))
+            attacked = sur.correct.nonzero().flatten()
+            eligible = sur.correct & vic.correct
+        else:
+            attacked = vic.correct.nonzero().flatten()
+            eligible = vic.correct
+            gen = torch.Generator(device=self.device).manual_seed(derive_seed(cell.seed, cell.key))
+            if cell.knowledge is Knowledge.WHITE_BOX:
+                zg = self.zero_grad(vic)[eligible]
+                extra["zero_grad_frac"] = float(zg.float().mean()) if zg.numel() else 0.0
+            x_adv_e, q = self._run_attack(cell, attack, vic.model, attacked, target, gen)
+            if q is not None:
+                queries = torch.zeros(n, dtype=torch.int64)
+                queries[attacked.cpu()] = q
+        x_adv = self.x.clone()
+        x_adv[attacked] = x_adv_e
+        logits_adv = vic.clean_logits.clone()
+        bs = self.bench.batch_size
+        with torch.inference_mode():
+            for i in range(0, attacked.numel(), bs):
+                idx = attacked[i : i + bs]
+                logits_adv[idx] = vic.model(x_adv[idx])
+        cols = sample_metrics(vic.clean_logits, logits_adv, self.y, self.x, x_adv, self.data.topology, self.data.unit, queries)
+        goal = cols["adv_pred"] == target if targeted else cols["adv_pred"] != self.y
+        tgt = target if targeted else torch.full((n,), -1, dtype=torch.int64, device=self.y.device)
+        samples = {
+            "sample_id": self.ids,
+            "label": self.y,
+            "target": tgt,
+            "clean_pred": cols["clean_pred"],
+            "adv_pred": cols["adv_pred"],
+            "clean_correct": cols["clean_correct"],
+            "eligible": eligible,
+            "success": eligible & goal,
+            **{c: cols[c] for c in ("margin_clean", "margin_adv", "linf", "l2", "joint_disp_cm", "bone_dev_pct", "accel_dev", "queries")},
+        }
+        return samples, extra
+
+    def _targets(self, cell: Cell, k: int) -> torch.Tensor:
+        """Target classes for targeted attacks: ``(y + U{1..K-1}) mod K`` from a cell-seeded generator."""
+        key = cell.gen_key or cell.key
+        g = torch.Generator().manual_seed(derive_seed(cell.seed, key + ":target"))
+        shift = torch.randint(1, k, (len(self.ids),), generator=g).to(self.y.device)
+        return (self.y + shift) % k
+
+    def _run_attack(self, cell, attack, net, attacked, target, gen) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batches of the attacked samples through ``Attack.__call__`` with the cell's access object."""
+        bs = self.bench.batch_size
+        outs, queries = [], []
+        for i in range(0, attacked.numel(), bs):
+            idx = attacked[i : i + bs]
+            xb, yb = self.x[idx], self.y[idx]
+            tb = target[idx] if target is not None else None
+            oracle = None
+            if cell.knowledge is Knowledge.WHITE_BOX:
+                access = WhiteBox(net)
+            elif cell.knowledge is Knowledge.QUERY:
+                mode = cell.attack.oracle or getattr(type(attack), "oracle_mode", "decision")
+                oracle = QueryOracle(net, batch_size=idx.numel(), budget=cell.attack.budget, mode=mode)
+                access = Query(oracle)
+            elif cell.knowledge is Knowledge.NO_BOX:
+                if self.train_x is None:
+                    raise ConfigError(f"expected a 'train' split for no-box attack {cell.attack.id!r}, got none in the data set")
+                access = NoBox(self.train_x)
+            else:  # transfer: net is the surrogate
+                access = Transfer([net], self.train_x, self.train_y, surrogate_ids=(cell.surrogate.id,))
+            outs.append(attack(access, xb, yb, cell.threat, gen, tb))
+            if oracle is not None:
+                queries.append(oracle.queries.clone())
+        x_adv = torch.cat(outs) if outs else self.x[:0]
+        if cell.knowledge is not Knowledge.QUERY:
+            return x_adv, None
+        return x_adv, torch.cat(queries).cpu() if queries else torch.zeros(0, dtype=torch.int64)
+
+    def _transfer_examples(self, cell: Cell, attack, sur: _Model, target) -> tuple[torch.Tensor, float]:
+        """x_adv of the surrogate-eligible samples: memory, then DIR/cache, else generate and cache."""
+        key = cell.gen_key
+        if key in self._x_adv:
+            return self._x_adv[key]
+        attacked = sur.correct.nonzero().flatten()
+        path = self.out_dir / "cache" / f"transfer-{key}.pt"
+        got = _load_cache(path, [self.ids[i] for i in attacked.tolist()], cell.threat, self.x[attacked])
+        if got is None:
+            t0 = time.perf_counter()
+            gen = torch.Generator(device=self.device).manual_seed(derive_seed(cell.seed, key))
+            x_adv, _ = self._run_attack(cell, attack, sur.model, attacked, target, gen)
+            secs = time.perf_counter() - t0
+            payload = {
+                "x_adv": x_adv.detach().cpu(),
+                "ids": [self.ids[i] for i in attacked.tolist()],
+                "config": canonical_json(cell.gen_config),
+                "seconds": secs,
+            }
+            atomic_write(path, lambda p: torch.save(payload, p))
+            got = (x_adv.to(self.device), secs)
+        else:
+            got = (got[0].to(self.device), got[1])
+        self._x_adv = {key: got}  # keep one generation in memory
+        return got
+
+
+def _load_cache(path: Path, ids: list[str], threat: ThreatModel, x: torch.Tensor) -> tuple[torch.Tensor, float] | None:
+    """A cached generation if it exists, matches the ids and passes the threat check again."""
+    if not path.exists():
+        return None
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a corrupt cache is regenerated
+        return None
+    xa = d.get("x_adv") if isinstance(d, dict) else None
+    if not isinstance(xa, torch.Tensor) or d.get("ids") != ids or xa.shape != x.shape:
+        return None
+    if threat.check(x.cpu(), xa):
+        return None
+    return xa, float(d.get("seconds", 0.0))
+
+
+def _one_line(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return s[:1000] or type(e).__name__
+
+
+def _weights_sha(spec: VictimSpec) -> str:
+    """weights sha256 from the checkpoint metadata (no need to load the model)."""
+    from robench import checkpoint, zoo
+
+    path = spec.source if spec.source.endswith(".pt") else str(zoo.zoo_dir() / f"{spec.source}.pt")
+    return str(checkpoint.read_metadata(path)["weights_sha256"])
+
+
+def _check_threats(bench: Benchmark, data: Any) -> None:
+    for a in bench.attacks:
+        for t in bench.threats_for(a):
+            if t.unit != data.unit:
+                raise ConfigError(f"expected threat unit {data.unit!r} (the data set's), got {t.unit!r} in {bench.source} field 'threats'")
+            if t.topology_obj.num_joints != data.topology.num_joints:
+                raise ConfigError(
+                    f"expected a threat topology with {data.topology.num_joints} joints, got {t.topology_obj.name!r} in {bench.source} field 'threats'"
+                )
+
+
+def prepare(bench: Benchmark, out_dir: str | Path, device: str | torch.device = "cpu") -> Plan:
+    """Load the data set and subset, write ``subset.json`` and ``benchmark.json``, expand the cells."""
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    data = bench.dataset.open()
+    split = data.get_split(bench.split) if data.split else data
+    ids = bench.subset.select(split.ids)
+    sub = split.by_ids(ids)
+    train = None
+    if data.split and bench.split != "train" and "train" in set(data.split):
+        train = data.get_split("train")
+    _check_threats(bench, data)
+    shash = subset_hash(ids)
+    plan = Plan(
+        bench=bench,
+        out_dir=out,
+        device=dev,
+        data=data,
+        ids=list(ids),
+        x=sub.x.to(dev),
+        y=sub.y.to(dev),
+        train_x=train.x.to(dev) if train is not None else None,
+        train_y=train.y.to(dev) if train is not None else None,
+        dataset_hash=data.fingerprint(),
+        subset_hash=shash,
+    )
+    plan.cells = expand_cells(plan)
+    return plan
+
+
+def board_meta(plan: Plan) -> dict[str, Any]:
+    """The ``meta`` of :func:`robench.board.build_board` for this benchmark."""
+    b = plan.bench
+    return {
+        "benchmark": b.id,
+        "benchmark_version": b.version,
+        "description": b.description,
+        "dataset": plan.data.name,
+        "dataset_hash": plan.dataset_hash,
+        "subset_hash": plan.subset_hash,
+        "subset_n": len(plan.ids),
+        "threat_models": [t.to_dict() for t in b.threats],
+    }
+
+
+def write_meta(plan: Plan) -> None:
+    """``DIR/subset.json`` (ids and hash) and ``DIR/benchmark.json`` (the resolved definition and
+    the board meta, read back by :meth:`robench.store.Store.benchmark_meta`)."""
+    atomic_write_text(plan.out_dir / "subset.json", json.dumps({"split": plan.bench.split, "sha256": plan.subset_hash, "ids": plan.ids}, indent=1) + "\n")
+    doc = {**plan.bench.to_dict(), "board_meta": board_meta(plan)}
+    atomic_write_text(plan.out_dir / "benchmark.json", json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def expand_cells(plan: Plan) -> list[Cell]:
+    """Every cell of the benchmark, in run order (seeds, attacks, threats, surrogates, victims)."""
+    b = plan.bench
+    shas: dict[str, str] = {}
+
+    def sha(v: VictimSpec) -> str:
+        if v.source not in shas:
+            shas[v.source] = _weights_sha(v)
+        return shas[v.source]
+
+    base = {
+        "format": CELL_FORMAT,
+        "dataset": {"name": plan.data.name, "fingerprint": plan.dataset_hash, "split": b.split},
+        "subset": {"n": len(plan.ids), "seed": b.subset.seed, "sha256": plan.subset_hash},
+        "batch_size": b.batch_size,
+    }
+    cells: list[Cell] = []
+    for seed in b.seeds:
+        for a in b.attacks:
+            cls = a.cls
+            acfg = {"id": a.id, "name": a.name, "knowledge": cls.knowledge.value, "config": a.config_dict()}
+            if cls.knowledge is Knowledge.QUERY:
+                acfg.update(budget=a.budget, oracle=a.oracle or getattr(cls, "oracle_mode", "decision"))
+            for t in b.threats_for(a):
+                common = dict(base, attack=acfg, threat=t.to_dict(), seed=seed)
+                pairs = [(None, v) for v in b.victims]
+                if cls.knowledge is Knowledge.TRANSFER:
+                    pairs = [(s, v) for s in b.surrogates for v in b.victims]
+                for s, v in pairs:
+                    gen_cfg = gen_key = None
+                    if s is not None:
+                        gen_cfg = dict(common, kind="transfer-generation", surrogate={"id": s.id, "weights_sha256": sha(s)})
+                        gen_key = sha256_json(gen_cfg)
+                    vcfg = {"id": v.id, "weights_sha256": sha(v), "defense": v.defense, "defense_params": [list(p) for p in v.defense_params]}
+                    cfg = dict(common, victim=vcfg, surrogate=gen_cfg["surrogate"] if gen_cfg else None)
+                    cells.append(Cell(sha256_json(cfg), v, a, cls.knowledge, t, seed, s, cfg, gen_key, gen_cfg))
+    return cells
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``cpu`` or ``cuda[:i]``; cuda when unavailable is a ConfigError."""
+    s = str(device)
+    if s == "cpu":
+        return torch.device("cpu")
+    if s.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"expected a device that exists, got {s!r} but CUDA is not available in option '--device' (use cpu)")
+        return torch.device(s)
+    raise ConfigError(f"expected 'cpu' or 'cuda', got {s!r} in option '--device'")
+
+
+def pending(plan: Plan, store: Store) -> list[Cell]:
+    """Cells without an ``ok``/``invalid`` row in the store (``error`` cells are retried)."""
+    done = store.cell_status(c.key for c in plan.cells)
+    return [c for c in plan.cells if done.get(c.key) not in ("ok", "invalid")]
+
+
+def run_benchmark(
+    bench: Benchmark,
+    out_dir: str | Path,
+    workers: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+    argv: list[str] | None = None,
+) -> Store:
+    """Run every unfinished cell of ``bench`` into ``DIR/results.sqlite``; returns the open Store.
+
+    ``workers`` > 1 runs the cells in that many processes (transfer cells sharing a generation stay
+    in one process); each process uses ``max(1, cpu_count // workers)`` torch threads. The rows do not
+    depend on the split (each cell's generator is seeded from its own key).
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
+    plan = prepare(bench, out_dir, device)
+    write_meta(plan)
+    store = Store(plan.out_dir)
+    todo = pending(plan, store)
+    run_id = store.begin_run(bench.id, sys.argv if argv is None else argv)
+    bar = tqdm(total=len(plan.cells), initial=len(plan.cells) - len(todo), desc=f"robench {bench.id}", unit="cell", disable=not progress, dynamic_ncols=True)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for cell in todo:
+                bar.set_postfix_str(_label(cell), refresh=False)
+                rec = plan.run_cell(cell)
+                store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
+                bar.update(1)
+        else:
+            _run_parallel(plan, todo, workers, str(device), store, run_id, bar)
+    finally:
+        bar.close()
+    store.finish_run(run_id)
+    return store
+
+
+def _label(cell: Cell) -> str:
+    via = f"<-{cell.surrogate.id}" if cell.surrogate else ""
+    return f"{cell.victim.key} {cell.attack.id}{via} {cell.threat.name} s{cell.seed}"
+
+
+def benchmark_frame(store: Store, plan_or_bench: Plan | Benchmark, status: str = "ok") -> Any:
+    """``store.frame(status)`` restricted to the cells of this benchmark definition (stale cells of
+    an older definition in the same folder are left out)."""
+    plan = plan_or_bench if isinstance(plan_or_bench, Plan) else prepare(plan_or_bench, store.dir)
+    keys = {c.key for c in plan.cells}
+    df = store.frame(status)
+    return df[df["cell_key"].isin(keys)].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------- worker processes
+_WORKER_PLAN: Plan | None = None
+
+
+def _worker_init(bench: Benchmark, out_dir: str, device: str, workers: int) -> None:
+    global _WORKER_PLAN
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    _WORKER_PLAN = prepare(bench, out_dir, device)
+
+
+def _worker_unit(keys: list[str]) -> list[dict[str, Any]]:
+    """Run the cells ``keys`` (one cell, or every cell of one transfer generation) in this worker."""
+    plan = _WORKER_PLAN
+    by_key = {c.key: c for c in plan.cells}
+    out = []
+    for k in keys:
+        rec = plan.run_cell(by_key[k])
+        if rec["samples"] is not None:
+            rec["samples"] = {c: _plain(v) for c, v in rec["samples"].items()}
+        out.append(rec)
+    return out
+
+
+def _plain(v: Any) -> Any:
+    return v.detach().cpu() if isinstance(v, torch.Tensor) else v
+
+
+def _run_parallel(plan: Plan, todo: list[Cell], workers: int, device: str, store: Store, run_id: int, bar: Any) -> None:
+    """Cells in ``workers`` spawned processes; the parent alone writes the store (one transaction per
+    cell). A transfer generation and its victim cells form one unit so it is generated once."""
+    import multiprocessing as mp
+
+    units: dict[str, list[str]] = {}
+    for c in todo:
+        units.setdefault(c.gen_key or c.key, []).append(c.key)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(plan.bench, str(plan.out_dir), device, workers)) as pool:
+        for recs in pool.imap_unordered(_worker_unit, list(units.values())):
+            for rec in recs:
+                store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
+                bar.update(1)
+

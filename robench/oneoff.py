@@ -1,0 +1,178 @@
+"""One-off white-box runs: one victim, one attack, one threat model, on the synthetic test split.
+
+:func:`run_one_off` is the core of ``robench attack VICTIM ATTACK``: it picks the first ``n`` test
+samples the victim classifies correctly, attacks them in batches under a linf/l2 threat model of
+radius ``eps`` (data units), re-verifies every returned batch with ``threat.check`` and summarises the
+per-sample metrics of :mod:`robench.metrics` (success rate with a 95% Wilson interval, mean L∞,
+joint displacement, bone-length and acceleration deviation, wall time). Nothing is stored; the
+benchmark harness is the way to record results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from robench.access import Knowledge, WhiteBox
+from robench.attack import ATTACKS, create_attack
+from robench.dataset import SkeletonSet, open_dataset
+from robench.errors import ConfigError, DataError, ThreatViolation
+from robench.metrics import sample_metrics, wilson_interval
+from robench.threat import ThreatModel
+
+STEP_FIELDS = ("steps", "iterations")
+
+
+def _attack_overrides(attack_name: str, steps: int | None) -> dict[str, Any]:
+    """Map ``steps`` onto the attack's iteration-count field (``steps`` or ``iterations``)."""
+    if steps is None:
+        return {}
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"expected an integer >= 1, got {steps!r} in option 'steps'")
+    if attack_name.startswith("torchattacks:"):
+        return {"steps": steps}  # the adapter validates it against the torchattacks signature
+    fields = {f.name for f in dataclasses.fields(ATTACKS.get(attack_name).Config)}
+    for key in STEP_FIELDS:
+        if key in fields:
+            return {key: steps}
+    raise ConfigError(
+        f"expected an attack with an iteration count ({' or '.join(STEP_FIELDS)}), got {attack_name!r} "
+        f"with fields {sorted(fields)} in option 'steps'"
+    )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    out = []
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch_size):
+            out.append(model(x[i : i + batch_size]).argmax(1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=x.device)
+
+
+def run_one_off(
+    victim_name: str,
+    attack_name: str,
+    eps: float = 0.01,
+    steps: int | None = None,
+    n: int = 64,
+    seed: int = 0,
+    norm: str = "linf",
+    progress: bool = True,
+    *,
+    model: nn.Module | None = None,
+    dataset: SkeletonSet | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Attack the first ``n`` correctly classified test samples; returns a summary dict.
+
+    ``model``/``dataset`` default to ``create_victim(victim_name)`` and the test split of
+    ``robench.synth.generate(seed=0)``; pass them to run on anything else (``victim_name`` is then
+    only a label). ``steps`` maps onto the attack's ``steps`` or ``iterations`` field. Keys of the
+    result: victim, attack, threat, eps, norm, unit, seed, n_test, clean_accuracy, n (attacked),
+    successes, success_rate, ci_low, ci_high, linf, l2, joint_disp_cm, bone_dev_pct, accel_dev
+    (means over the attacked samples), seconds, per_sample (the :func:`sample_metrics` columns).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"expected an integer >= 1, got {n!r} in option 'n'")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"expected an integer >= 1, got {batch_size!r} in option 'batch_size'")
+    attack = create_attack(attack_name, **_attack_overrides(attack_name, steps))
+    if attack.knowledge is not Knowledge.WHITE_BOX:
+        raise ConfigError(
+            f"expected a white-box attack for a one-off run, got {attack.knowledge.value} attack "
+            f"{attack_name!r} (run it through a benchmark config instead)"
+        )
+    if dataset is None:
+        dataset = open_dataset("synth-ntu25", seed=0).get_split("test")  # = synth.generate(seed=0)
+    if model is None:
+        from robench.victim import create_victim
+
+        model = create_victim(victim_name)
+    model.eval()  # evaluation only; the attack never switches modes
+    threat = ThreatModel(norm=norm, eps=eps, unit=dataset.unit, topology=dataset.topology)
+    device = _device_of(model)
+    x_all, y_all = dataset.x.to(device), dataset.y.to(device)
+    pred = _predict(model, x_all, batch_size)
+    correct = (pred == y_all).nonzero().flatten()
+    if correct.numel() == 0:
+        raise DataError(f"expected at least one correctly classified test sample, got none of {len(dataset)} for {victim_name!r}")
+    pick = correct[:n]
+    x, y = x_all[pick], y_all[pick]
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+
+    from tqdm.auto import tqdm
+
+    columns: dict[str, list[torch.Tensor]] = {}
+    start = time.perf_counter()
+    batches = range(0, x.shape[0], batch_size)
+    for i in tqdm(batches, desc=f"{attack.name} on {victim_name}", unit="batch", disable=not progress):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        x_adv = attack(WhiteBox(model), xb, yb, threat, generator)
+        violations = threat.check(xb, x_adv)
+        if violations:  # Attack.__call__ already checks; verify again independently of it
+            raise ThreatViolation(f"attack {attack.name!r} left the threat model: " + "; ".join(map(str, violations)))
+        with torch.inference_mode():
+            lc, la = model(xb), model(x_adv)
+        row = sample_metrics(lc, la, yb, xb, x_adv, dataset.topology, dataset.unit)
+        for key, value in row.items():
+            columns.setdefault(key, []).append(value.cpu())
+    seconds = time.perf_counter() - start
+    per = {k: torch.cat(v) for k, v in columns.items()}
+    m = int(x.shape[0])
+    successes = int(per["success"].sum())
+    lo, hi = wilson_interval(successes, m)
+    return {
+        "victim": victim_name,
+        "attack": attack.name,
+        "threat": threat.name,
+        "eps": float(eps),
+        "norm": norm,
+        "unit": dataset.unit,
+        "seed": int(seed),
+        "n_test": len(dataset),
+        "clean_accuracy": float(correct.numel() / len(dataset)),
+        "n": m,
+        "successes": successes,
+        "success_rate": successes / m,
+        "ci_low": lo,
+        "ci_high": hi,
+        **{k: float(per[k].double().mean()) for k in ("linf", "l2", "joint_disp_cm", "bone_dev_pct", "accel_dev")},
+        "seconds": seconds,
+        "per_sample": per,
+    }
+
+
+def format_summary(r: dict[str, Any]) -> str:
+    """A small fixed-width table of a :func:`run_one_off` result."""
+    unit = r["unit"]
+    disp_unit = "cm" if unit in ("m", "cm", "mm") else unit
+    rows = [
+        ("victim", r["victim"]),
+        ("attack", r["attack"]),
+        ("threat model", r["threat"]),
+        ("clean accuracy", f"{100 * r['clean_accuracy']:.1f}% of {r['n_test']} test samples"),
+        ("attacked", f"{r['n']} correctly classified (seed {r['seed']})"),
+        (
+            "success rate",
+            f"{100 * r['success_rate']:.1f}%  95% CI [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]  "
+            f"({r['successes']}/{r['n']})",
+        ),
+        ("mean linf", f"{r['linf']:.5g} {unit}"),
+        ("mean l2", f"{r['l2']:.5g} {unit}"),
+        ("joint displacement", f"{r['joint_disp_cm']:.4g} {disp_unit}"),
+        ("bone deviation", f"{r['bone_dev_pct']:.4g} %"),
+        ("accel deviation", f"{r['accel_dev']:.4g} {unit}/frame²"),
+        ("time", f"{r['seconds']:.2f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
