@@ -87,7 +87,9 @@ class QueryOracle:
     :class:`QueryBudgetExceeded` and answers nothing.
     """
 
-    def __init__(self, model: nn.Module, batch_size: int, budget: int, mode: str = "decision") -> None:
+    def __init__(
+        self, model: nn.Module, batch_size: int, budget: int, mode: str = "decision"
+    ) -> None:
         if mode not in ("decision", "score"):
             raise ConfigError(f"expected mode 'decision' or 'score', got {mode!r} in QueryOracle")
         if budget <= 0:
@@ -101,7 +103,9 @@ class QueryOracle:
         if index is None:
             index = torch.arange(x.shape[0])
         if index.numel() != x.shape[0]:
-            raise ConfigError(f"expected {x.shape[0]} indices, got {index.numel()} in QueryOracle call")
+            raise ConfigError(
+                f"expected {x.shape[0]} indices, got {index.numel()} in QueryOracle call"
+            )
         counts = torch.bincount(index, minlength=self.queries.numel())
         if bool(((self.queries + counts) > self.budget).any()):
             raise QueryBudgetExceeded(

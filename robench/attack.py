@@ -62,17 +62,25 @@ class Attack:
     def __init__(self, config: AttackConfig | None = None, **overrides: Any) -> None:
         cls = type(self)
         if not isinstance(getattr(cls, "knowledge", None), Knowledge):
-            raise ConfigError(f"expected class attribute 'knowledge' (a Knowledge), got none in {cls.__name__}")
+            raise ConfigError(
+                f"expected class attribute 'knowledge' (a Knowledge), got none in {cls.__name__}"
+            )
         if not cls.norms or any(n not in ("linf", "l2") for n in cls.norms):
-            raise ConfigError(f"expected norms within ('linf', 'l2'), got {cls.norms} in {cls.__name__}")
+            raise ConfigError(
+                f"expected norms within ('linf', 'l2'), got {cls.norms} in {cls.__name__}"
+            )
         if config is None:
             config = make_config(cls.Config, overrides, source=f"attack {self.name!r} config")
         elif overrides:
             config = dataclasses.replace(config, **overrides)
         if not isinstance(config, cls.Config):
-            raise ConfigError(f"expected {cls.Config.__name__}, got {type(config).__name__} in {cls.__name__}")
+            raise ConfigError(
+                f"expected {cls.Config.__name__}, got {type(config).__name__} in {cls.__name__}"
+            )
         if config.targeted and not cls.supports_targeted:
-            raise ConfigError(f"expected targeted=False, got targeted=True for untargeted-only attack {self.name!r}")
+            raise ConfigError(
+                f"expected targeted=False, got targeted=True for untargeted-only attack {self.name!r}"
+            )
         self.config = config
 
     @property
@@ -96,22 +104,32 @@ class Attack:
                 f"expected {self.knowledge.value} access for attack {self.name!r}, got {got}"
             )
         if threat.norm not in self.norms:
-            raise ConfigError(f"expected norm in {self.norms} for attack {self.name!r}, got {threat.norm!r}")
+            raise ConfigError(
+                f"expected norm in {self.norms} for attack {self.name!r}, got {threat.norm!r}"
+            )
         if x.dim() != 5 or x.shape[1] != 3:
-            raise DataError(f"expected x of shape (N, 3, T, V, M), got {tuple(x.shape)} in attack input")
+            raise DataError(
+                f"expected x of shape (N, 3, T, V, M), got {tuple(x.shape)} in attack input"
+            )
         if not torch.isfinite(x).all():
             raise DataError("expected finite coordinates, got NaN/inf in attack input 'x'")
         if y.shape != (x.shape[0],):
-            raise DataError(f"expected y of shape ({x.shape[0]},), got {tuple(y.shape)} in attack input")
+            raise DataError(
+                f"expected y of shape ({x.shape[0]},), got {tuple(y.shape)} in attack input"
+            )
         if self.config.targeted and (target is None or target.shape != y.shape):
-            raise ConfigError(f"expected target labels of shape {tuple(y.shape)} for a targeted attack, got {None if target is None else tuple(target.shape)}")
+            raise ConfigError(
+                f"expected target labels of shape {tuple(y.shape)} for a targeted attack, got {None if target is None else tuple(target.shape)}"
+            )
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(0)
         reference = x.detach().clone()
         x_run = reference.clone()  # private copy: an in-place edit cannot reach the caller's batch
         x_adv = self.run(access, x_run, y, threat, generator, target)
         if not torch.equal(x_run, reference):
-            raise ThreatViolation(f"expected the input batch unchanged, got it modified in place by attack {self.name!r}")
+            raise ThreatViolation(
+                f"expected the input batch unchanged, got it modified in place by attack {self.name!r}"
+            )
         if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
             raise ThreatViolation(
                 f"expected x_adv of shape {tuple(x.shape)}, got {getattr(x_adv, 'shape', type(x_adv))} from attack {self.name!r}"
@@ -120,7 +138,8 @@ class Attack:
         violations = threat.check(reference, x_adv)
         if violations:
             raise ThreatViolation(
-                f"attack {self.name!r} left the threat model: " + "; ".join(str(v) for v in violations)
+                f"attack {self.name!r} left the threat model: "
+                + "; ".join(str(v) for v in violations)
             )
         return x_adv
 

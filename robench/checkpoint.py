@@ -37,10 +37,14 @@ def state_bytes(model: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def save_victim(model: Victim, path: str | Path, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def save_victim(
+    model: Victim, path: str | Path, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write ``PATH.pt`` (state dict) and ``PATH.json`` (metadata with its sha256), atomically."""
     if not isinstance(model, Victim) or not type(model).registry_name:
-        raise CheckpointError(f"expected a registered Victim, got {type(model).__name__} in save_victim")
+        raise CheckpointError(
+            f"expected a registered Victim, got {type(model).__name__} in save_victim"
+        )
     pt, js = _paths(path)
     data = state_bytes(model)
     meta: dict[str, Any] = {
@@ -62,11 +66,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a checkpoint (``PATH.json`` beside ``PATH.pt``)."""
     pt, js = _paths(path)
     if not js.exists():
-        raise CheckpointError(f"expected metadata {js.name} beside {pt}, got no such file: cannot verify the weights")
+        raise CheckpointError(
+            f"expected metadata {js.name} beside {pt}, got no such file: cannot verify the weights"
+        )
     try:
         meta = json.loads(js.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"expected valid JSON, got {e.msg} at line {e.lineno} in {js}") from None
+        raise CheckpointError(
+            f"expected valid JSON, got {e.msg} at line {e.lineno} in {js}"
+        ) from None
     for key in ("arch", "config", "weights_sha256"):
         if key not in meta:
             raise CheckpointError(f"expected field {key!r}, got none in {js}")
@@ -91,12 +99,16 @@ def load_victim(path: str | Path, map_location: str | torch.device = "cpu") -> V
     try:
         state = torch.load(pt, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"expected a weights-only state dict, got {type(e).__name__}: {e} in {pt}") from None
+        raise CheckpointError(
+            f"expected a weights-only state dict, got {type(e).__name__}: {e} in {pt}"
+        ) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise CheckpointError(f"expected state-dict keys of {meta['arch']}, got a mismatch ({first}) in {pt}") from None
+        raise CheckpointError(
+            f"expected state-dict keys of {meta['arch']}, got a mismatch ({first}) in {pt}"
+        ) from None
     model.eval()
     model.checkpoint_metadata = meta  # type: ignore[attr-defined]
     model.weights_sha256 = digest  # type: ignore[attr-defined]

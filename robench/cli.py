@@ -33,7 +33,11 @@ _add_commands()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line on stderr and exit 2."""
     try:
-        cli.main(args=argv, prog_name="robench", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="robench", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(
+            rv, bool
+        ):  # a command's ctx.exit(code) / Exit(code)
+            return rv
     except RobenchError as e:
         click.echo(f"robench: error: {e}", err=True)
         return 2

@@ -55,9 +55,13 @@ class SkeletonSet:
         src = self.source
         x, y = self.x, self.y
         if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
-            raise DataError(f"expected float32 tensor, got {getattr(x, 'dtype', type(x))} in {src} field 'x'")
+            raise DataError(
+                f"expected float32 tensor, got {getattr(x, 'dtype', type(x))} in {src} field 'x'"
+            )
         if x.dim() != 5 or x.shape[1] != 3:
-            raise DataError(f"expected shape (N, 3, T, V, M), got {tuple(x.shape)} in {src} field 'x'")
+            raise DataError(
+                f"expected shape (N, 3, T, V, M), got {tuple(x.shape)} in {src} field 'x'"
+            )
         n = x.shape[0]
         if x.shape[3] != self.topology.num_joints:
             raise DataError(
@@ -66,7 +70,9 @@ class SkeletonSet:
             )
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0, 0])
-            raise DataError(f"expected finite coordinates, got NaN/inf in sample {bad} of {src} field 'x'")
+            raise DataError(
+                f"expected finite coordinates, got NaN/inf in sample {bad} of {src} field 'x'"
+            )
         if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (n,):
             raise DataError(
                 f"expected int64 labels of shape ({n},), got {getattr(y, 'dtype', type(y))} "
@@ -83,9 +89,13 @@ class SkeletonSet:
         if len(set(self.ids)) != n:
             raise DataError(f"expected unique sample ids, got duplicates in {src} field 'ids'")
         if self.split and len(self.split) != n:
-            raise DataError(f"expected {n} split entries, got {len(self.split)} in {src} field 'split'")
+            raise DataError(
+                f"expected {n} split entries, got {len(self.split)} in {src} field 'split'"
+            )
         if self.subject is not None and tuple(self.subject.shape) != (n,):
-            raise DataError(f"expected {n} subjects, got {tuple(self.subject.shape)} in {src} field 'subject'")
+            raise DataError(
+                f"expected {n} subjects, got {tuple(self.subject.shape)} in {src} field 'subject'"
+            )
         if self.unit not in UNITS:
             raise DataError(f"expected unit in {UNITS}, got {self.unit!r} in {src} field 'unit'")
 
@@ -149,13 +159,19 @@ class SkeletonSet:
     # ------------------------------------------------------------------ npz
     def save(self, path: str | Path) -> Path:
         """Write the set to one ``.npz`` (atomically; see the module docstring for the keys)."""
-        topo = self.topology.name if BUILTIN_TOPOLOGIES.get(self.topology.name) == self.topology else self.topology.to_json()
+        topo = (
+            self.topology.name
+            if BUILTIN_TOPOLOGIES.get(self.topology.name) == self.topology
+            else self.topology.to_json()
+        )
         arrays = {
             "x": self.x.numpy(),
             "y": self.y.numpy(),
             "ids": np.array(self.ids, dtype=str),
             "split": np.array(self.split if self.split else ("",) * len(self), dtype=str),
-            "subject": (self.subject if self.subject is not None else torch.full((len(self),), -1)).numpy().astype(np.int64),
+            "subject": (self.subject if self.subject is not None else torch.full((len(self),), -1))
+            .numpy()
+            .astype(np.int64),
             "class_names": np.array(self.class_names, dtype=str),
             "topology": np.array(topo),
             "unit": np.array(self.unit),
@@ -180,7 +196,9 @@ class SkeletonSet:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise DataError(f"expected a readable .npz archive, got {type(e).__name__}: {e} in {src}") from None
+            raise DataError(
+                f"expected a readable .npz archive, got {type(e).__name__}: {e} in {src}"
+            ) from None
         for key in ("x", "y", "ids", "class_names", "topology"):
             if key not in data:
                 raise DataError(f"expected key {key!r}, got keys {sorted(data)} in {src}")
@@ -189,7 +207,9 @@ class SkeletonSet:
             raise DataError(f"expected format {FORMAT!r}, got {fmt!r} in {src} field 'format'")
         x = data["x"]
         if x.dtype.kind != "f":
-            raise DataError(f"expected floating-point coordinates, got dtype {x.dtype} in {src} field 'x'")
+            raise DataError(
+                f"expected floating-point coordinates, got dtype {x.dtype} in {src} field 'x'"
+            )
         y = data["y"]
         if y.dtype.kind not in "iu":
             raise DataError(f"expected integer labels, got dtype {y.dtype} in {src} field 'y'")
@@ -198,7 +218,9 @@ class SkeletonSet:
             try:
                 topology = Topology.from_dict(json.loads(topo_s), source=f"{src} field 'topology'")
             except json.JSONDecodeError as e:
-                raise DataError(f"expected topology JSON, got {e.msg} in {src} field 'topology'") from None
+                raise DataError(
+                    f"expected topology JSON, got {e.msg} in {src} field 'topology'"
+                ) from None
         else:
             topology = get_topology(topo_s)
         split = tuple(str(s) for s in data["split"]) if "split" in data else ()
@@ -219,7 +241,6 @@ class SkeletonSet:
         )
 
 
-
 BUILTIN_DATASETS = ("synth-ntu25",)
 
 
@@ -235,13 +256,17 @@ def open_dataset(name_or_path: str | Path, **options: int) -> SkeletonSet:
         return _generate_cached(tuple(sorted(options.items())), synth.generate)
     if name.endswith(".npz"):
         if options:
-            raise DataError(f"expected no generator options for a file, got {sorted(options)} for {name}")
+            raise DataError(
+                f"expected no generator options for a file, got {sorted(options)} for {name}"
+            )
         return SkeletonSet.load(name)
     from robench.registry import suggest
 
     close = suggest(name, BUILTIN_DATASETS)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise DataError(f"expected a built-in data set {BUILTIN_DATASETS} or a .npz path, got {name!r}{hint}")
+    raise DataError(
+        f"expected a built-in data set {BUILTIN_DATASETS} or a .npz path, got {name!r}{hint}"
+    )
 
 
 _CACHE: dict[tuple, SkeletonSet] = {}

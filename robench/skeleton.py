@@ -56,13 +56,17 @@ class Topology:
                     f"{self.name!r} field 'parents'"
                 )
         if not 0 <= self.center < v:
-            raise ConfigError(f"expected center in [0, {v}), got {self.center} in topology {self.name!r}")
+            raise ConfigError(
+                f"expected center in [0, {v}), got {self.center} in topology {self.name!r}"
+            )
         # every joint must reach the root (no cycles)
         for j in range(v):
             seen, k = set(), j
             while k != -1:
                 if k in seen:
-                    raise ConfigError(f"expected a tree, got a cycle through joint {j} in topology {self.name!r}")
+                    raise ConfigError(
+                        f"expected a tree, got a cycle through joint {j} in topology {self.name!r}"
+                    )
                 seen.add(k)
                 k = self.parents[k]
 
@@ -168,7 +172,9 @@ class Topology:
 
     def bone_vectors(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, T, V, M) -> (N, 3, T, V, M): ``x_v - x_parent(v)``; zero at the root."""
-        parent = torch.tensor([p if p != -1 else j for j, p in enumerate(self.parents)], device=x.device)
+        parent = torch.tensor(
+            [p if p != -1 else j for j, p in enumerate(self.parents)], device=x.device
+        )
         return x - x.index_select(3, parent)
 
     def bone_lengths(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +209,9 @@ class Topology:
                 center=int(d["center"]),
             )
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"expected names, integer parents and centre, got {e} in {source}") from None
+            raise ConfigError(
+                f"expected names, integer parents and centre, got {e} in {source}"
+            ) from None
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> Topology:
@@ -213,13 +221,17 @@ class Topology:
         except FileNotFoundError:
             raise ConfigError(f"expected a topology JSON file, got no file at {path}") from None
         except json.JSONDecodeError as e:
-            raise ConfigError(f"expected valid JSON, got {e.msg} at line {e.lineno} in {path}") from None
+            raise ConfigError(
+                f"expected valid JSON, got {e.msg} at line {e.lineno} in {path}"
+            ) from None
         if not isinstance(d, dict):
             raise ConfigError(f"expected a JSON object, got {type(d).__name__} in {path}")
         return cls.from_dict(d, source=str(path))
 
 
-def _parents_from_edges(num_joints: int, edges_1based: list[tuple[int, int]], root_1based: int) -> tuple[int, ...]:
+def _parents_from_edges(
+    num_joints: int, edges_1based: list[tuple[int, int]], root_1based: int
+) -> tuple[int, ...]:
     adj: dict[int, list[int]] = {j: [] for j in range(num_joints)}
     for a, b in edges_1based:
         adj[a - 1].append(b - 1)
@@ -257,7 +269,33 @@ OPENPOSE18_NAMES = (
     "wrist_left", "hip_right", "knee_right", "ankle_right", "hip_left", "knee_left", "ankle_left",
     "eye_right", "eye_left", "ear_right", "ear_left",
 )  # fmt: skip
-HDM05_PARENTS = (10, 0, 1, 2, 3, 10, 5, 6, 7, 8, -1, 10, 11, 12, 13, 13, 15, 16, 17, 18, 13, 20, 21, 22, 23)
+HDM05_PARENTS = (
+    10,
+    0,
+    1,
+    2,
+    3,
+    10,
+    5,
+    6,
+    7,
+    8,
+    -1,
+    10,
+    11,
+    12,
+    13,
+    13,
+    15,
+    16,
+    17,
+    18,
+    13,
+    20,
+    21,
+    22,
+    23,
+)
 HDM05_NAMES = (
     "lhipjoint", "lfemur", "ltibia", "lfoot", "ltoes", "rhipjoint", "rfemur", "rtibia", "rfoot",
     "rtoes", "root", "lowerback", "upperback", "thorax", "head", "lclavicle", "lhumerus", "lradius",

@@ -42,9 +42,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for f in ("epochs", "batch_size"):
             if getattr(self, f) < 1:
-                raise ConfigError(f"expected a positive integer, got {getattr(self, f)} in train option '{f}'")
+                raise ConfigError(
+                    f"expected a positive integer, got {getattr(self, f)} in train option '{f}'"
+                )
         if self.lr <= 0:
-            raise ConfigError(f"expected a positive learning rate, got {self.lr} in train option 'lr'")
+            raise ConfigError(
+                f"expected a positive learning rate, got {self.lr} in train option 'lr'"
+            )
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -81,7 +85,11 @@ def train_victim(
     """Train ``arch`` on ``data``'s train split; returns the model (eval mode) and its metadata."""
     train, test = data.get_split("train"), data.get_split("test")
     torch.manual_seed(config.seed)
-    vc = {"num_classes": data.num_classes, "topology": data.topology.name, "num_persons": data.x.shape[4]}
+    vc = {
+        "num_classes": data.num_classes,
+        "topology": data.topology.name,
+        "num_persons": data.x.shape[4],
+    }
     vc.update(victim_config or {})
     model = build_victim(arch, **vc)
     gen = torch.Generator().manual_seed(config.seed)
@@ -89,7 +97,10 @@ def train_victim(
     for name, p in model.named_parameters():
         (no_decay if p.dim() <= 1 or "bn" in name else decay).append(p)
     opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=config.lr,
         momentum=config.momentum,
         nesterov=True,
@@ -143,8 +154,13 @@ def train_victim(
 
 
 def train_and_save(
-    arch: str, data: SkeletonSet, out: str | Path, config: TrainConfig, victim_config: dict[str, Any] | None = None,
-    progress: bool = True, extra_meta: dict[str, Any] | None = None,
+    arch: str,
+    data: SkeletonSet,
+    out: str | Path,
+    config: TrainConfig,
+    victim_config: dict[str, Any] | None = None,
+    progress: bool = True,
+    extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and write ``out.pt`` + ``out.json``; returns the metadata."""
     model, meta = train_victim(arch, data, config, victim_config, progress)

@@ -72,7 +72,12 @@ class Victim(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.topology.num_joints
-        if x.dim() != 5 or x.shape[1] != self.config.in_channels or x.shape[3] != v or x.shape[4] > self.config.num_persons:
+        if (
+            x.dim() != 5
+            or x.shape[1] != self.config.in_channels
+            or x.shape[3] != v
+            or x.shape[4] > self.config.num_persons
+        ):
             raise DataError(
                 f"expected input (N, {self.config.in_channels}, T, {v}, <= {self.config.num_persons}), "
                 f"got {tuple(x.shape)} in {type(self).__name__}.forward"
@@ -105,7 +110,9 @@ def create_victim(name: str, **config: Any) -> Victim:
         return checkpoint.load_victim(name)
     if "." in name:
         if config:
-            raise ConfigError(f"expected no config overrides for a trained checkpoint, got {sorted(config)} for {name!r}")
+            raise ConfigError(
+                f"expected no config overrides for a trained checkpoint, got {sorted(config)} for {name!r}"
+            )
         return zoo.load(name)
     return build_victim(name, **config)
 

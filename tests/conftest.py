@@ -21,8 +21,13 @@ def make_tiny_set(n: int = 12, t: int = 16, classes: int = 3, seed: int = 0) -> 
     x[: n // 2, :, :, :, 1] = 0
     y = torch.arange(n) % classes
     return SkeletonSet(
-        x=x, y=y, ids=tuple(f"s{i:03d}" for i in range(n)), class_names=tuple(f"c{k}" for k in range(classes)),
-        topology=BUILTIN_TOPOLOGIES["ntu25"], unit="m", name="tiny",
+        x=x,
+        y=y,
+        ids=tuple(f"s{i:03d}" for i in range(n)),
+        class_names=tuple(f"c{k}" for k in range(classes)),
+        topology=BUILTIN_TOPOLOGIES["ntu25"],
+        unit="m",
+        name="tiny",
         split=tuple("train" if i % 3 else "test" for i in range(n)),
     )
 
@@ -30,3 +35,12 @@ def make_tiny_set(n: int = 12, t: int = 16, classes: int = 3, seed: int = 0) -> 
 @pytest.fixture
 def tiny_set() -> SkeletonSet:
     return make_tiny_set()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_artifact_cache(tmp_path_factory):
+    """Post-training artefacts (robench.posterior) go to a per-session folder, never ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBENCH_CACHE", str(tmp_path_factory.mktemp("robench-cache")))
+    yield
+    mp.undo()

@@ -12,5 +12,7 @@ def test_user_error_is_one_line_exit_2(capsys):
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "robench.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "robench.cli", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "train" in out.stdout

@@ -26,8 +26,12 @@ def test_split_and_ids(tiny_set):
 
 def _save_raw(path, **arrays):
     base = {
-        "x": np.zeros((2, 3, 4, 25, 1), np.float32), "y": np.array([0, 1]), "ids": np.array(["a", "b"]),
-        "class_names": np.array(["p", "q"]), "topology": np.array("ntu25"), "unit": np.array("m"),
+        "x": np.zeros((2, 3, 4, 25, 1), np.float32),
+        "y": np.array([0, 1]),
+        "ids": np.array(["a", "b"]),
+        "class_names": np.array(["p", "q"]),
+        "topology": np.array("ntu25"),
+        "unit": np.array("m"),
     }
     base.update(arrays)
     np.savez(path, **{k: v for k, v in base.items() if v is not None})
@@ -65,7 +69,13 @@ def test_nan_tensor_rejected(tiny_set):
     x = tiny_set.x.clone()
     x[3, 1, 2, 4, 0] = float("inf")
     with pytest.raises(DataError, match="sample 3"):
-        SkeletonSet(x=x, y=tiny_set.y, ids=tiny_set.ids, class_names=tiny_set.class_names, topology=tiny_set.topology)
+        SkeletonSet(
+            x=x,
+            y=tiny_set.y,
+            ids=tiny_set.ids,
+            class_names=tiny_set.class_names,
+            topology=tiny_set.topology,
+        )
 
 
 def test_open_dataset_unknown_name():

@@ -46,9 +46,13 @@ def test_bone_vectors_and_lengths_by_hand():
 
 def test_user_topology_json(tmp_path):
     p = tmp_path / "t.json"
-    p.write_text(json.dumps({"name": "mine", "joint_names": ["a", "b"], "parents": [-1, 0], "center": 0}))
+    p.write_text(
+        json.dumps({"name": "mine", "joint_names": ["a", "b"], "parents": [-1, 0], "center": 0})
+    )
     assert get_topology(str(p)).num_joints == 2
-    p.write_text(json.dumps({"name": "bad", "joint_names": ["a", "b"], "parents": [1, 0], "center": 0}))
+    p.write_text(
+        json.dumps({"name": "bad", "joint_names": ["a", "b"], "parents": [1, 0], "center": 0})
+    )
     with pytest.raises(ConfigError, match="root"):
         get_topology(str(p))
     p.write_text("{not json")

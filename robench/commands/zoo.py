@@ -17,15 +17,30 @@ def _weights_name(dataset: str) -> str:
 
 @click.command("train")
 @click.argument("victim")
-@click.option("--dataset", default="synth-ntu25", show_default=True, help="built-in name or .npz path")
+@click.option(
+    "--dataset", default="synth-ntu25", show_default=True, help="built-in name or .npz path"
+)
 @click.option("--epochs", type=int, default=None, help="default: the zoo recipe's")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="output prefix (writes .pt and .json)")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="output prefix (writes .pt and .json)",
+)
 @click.option("--width", type=int, default=None, help="override the recipe's base width")
 @click.option("--depth", type=int, default=None, help="override the recipe's depth")
 @click.option("--quiet", is_flag=True)
-def train_cmd(victim: str, dataset: str, epochs: int | None, seed: int, out: str | None,
-              width: int | None, depth: int | None, quiet: bool) -> None:
+def train_cmd(
+    victim: str,
+    dataset: str,
+    epochs: int | None,
+    seed: int,
+    out: str | None,
+    width: int | None,
+    depth: int | None,
+    quiet: bool,
+) -> None:
     """Train architecture VICTIM (e.g. stgcn) and write its checkpoint + metadata."""
     recipe = zoo.recipe(victim)
     vc = dict(recipe["config"])
@@ -36,8 +51,17 @@ def train_cmd(victim: str, dataset: str, epochs: int | None, seed: int, out: str
     tc = TrainConfig(**{**recipe["train"], "seed": seed, **({"epochs": epochs} if epochs else {})})
     data = open_dataset(dataset)
     out = out or f"runs/train/{victim}.{_weights_name(dataset)}"
-    meta = train_and_save(victim, data, out, tc, vc, progress=not quiet,
-                          extra_meta={"command": f"robench train {victim} --dataset {dataset} --seed {seed} --epochs {tc.epochs}"})
+    meta = train_and_save(
+        victim,
+        data,
+        out,
+        tc,
+        vc,
+        progress=not quiet,
+        extra_meta={
+            "command": f"robench train {victim} --dataset {dataset} --seed {seed} --epochs {tc.epochs}"
+        },
+    )
     click.echo(
         f"{victim}: clean accuracy {meta['clean_accuracy']:.4f} on {meta['n_test']} test samples, "
         f"{meta['num_parameters']} parameters, {meta['train_seconds']} s; wrote {out}.pt (sha256 {meta['weights_sha256'][:12]})"
@@ -63,7 +87,12 @@ def zoo_list() -> None:
 @zoo_group.command("build")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True)
-@click.option("--out-dir", type=click.Path(file_okay=False), default=None, help="default: the package's zoo folder")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="default: the package's zoo folder",
+)
 def zoo_build(seed: int, quiet: bool, out_dir: str | None) -> None:
     """Retrain every shipped victim on synth-ntu25 (what produced the shipped checkpoints)."""
     data = open_dataset("synth-ntu25")
@@ -71,13 +100,24 @@ def zoo_build(seed: int, quiet: bool, out_dir: str | None) -> None:
     for arch in zoo.RECIPES:
         recipe = zoo.recipe(arch)
         tc = TrainConfig(**{**recipe["train"], "seed": seed})
-        meta = train_and_save(arch, data, target / f"{arch}.synth_ntu25", tc, recipe["config"], progress=not quiet,
-                              extra_meta={"command": f"robench zoo build --seed {seed}"})
-        click.echo(f"{arch}.synth_ntu25: clean accuracy {meta['clean_accuracy']:.4f}, {meta['train_seconds']} s")
+        meta = train_and_save(
+            arch,
+            data,
+            target / f"{arch}.synth_ntu25",
+            tc,
+            recipe["config"],
+            progress=not quiet,
+            extra_meta={"command": f"robench zoo build --seed {seed}"},
+        )
+        click.echo(
+            f"{arch}.synth_ntu25: clean accuracy {meta['clean_accuracy']:.4f}, {meta['train_seconds']} s"
+        )
 
 
 @click.command("list")
-@click.argument("kind", type=click.Choice(["victims", "attacks", "defenses", "zoo", "datasets", "topologies"]))
+@click.argument(
+    "kind", type=click.Choice(["victims", "attacks", "defenses", "zoo", "datasets", "topologies"])
+)
 def list_cmd(kind: str) -> None:
     """List registered victims, attacks, defenses, shipped checkpoints, data sets or topologies."""
     if kind == "victims":
@@ -89,7 +129,9 @@ def list_cmd(kind: str) -> None:
 
         for name in ATTACKS.names():
             cls = ATTACKS.get(name)
-            click.echo(f"{name:<16} {cls.knowledge.value:<10} norms={','.join(cls.norms)} randomized={cls.randomized}")
+            click.echo(
+                f"{name:<16} {cls.knowledge.value:<10} norms={','.join(cls.norms)} randomized={cls.randomized}"
+            )
         return
     elif kind == "defenses":
         import importlib
