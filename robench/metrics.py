@@ -106,11 +106,17 @@ def sample_metrics(
     n = x.shape[0]
     for name, lg in (("logits_clean", logits_clean), ("logits_adv", logits_adv)):
         if lg.dim() != 2 or lg.shape[0] != n or lg.shape[1] < 2:
-            raise DataError(f"expected logits of shape ({n}, K >= 2), got {tuple(lg.shape)} in {name}")
+            raise DataError(
+                f"expected logits of shape ({n}, K >= 2), got {tuple(lg.shape)} in {name}"
+            )
     if logits_adv.shape != logits_clean.shape:
-        raise DataError(f"expected logits_adv of shape {tuple(logits_clean.shape)}, got {tuple(logits_adv.shape)}")
+        raise DataError(
+            f"expected logits_adv of shape {tuple(logits_clean.shape)}, got {tuple(logits_adv.shape)}"
+        )
     if y.shape != (n,) or y.dtype != torch.int64:
-        raise DataError(f"expected int64 labels of shape ({n},), got {y.dtype} {tuple(y.shape)} in y")
+        raise DataError(
+            f"expected int64 labels of shape ({n},), got {y.dtype} {tuple(y.shape)} in y"
+        )
     k = logits_clean.shape[1]
     if n and (int(y.min()) < 0 or int(y.max()) >= k):
         raise DataError(f"expected labels in [0, {k}), got {int(y.min())}..{int(y.max())} in y")

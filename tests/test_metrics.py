@@ -45,7 +45,12 @@ def test_units_scale_joint_displacement_only():
     x = tiny()
     xa = x.clone()
     xa[0, 1, 0, 0, 0] += 0.03
-    for unit, expected in (("m", 3 / 9), ("cm", 0.03 / 9), ("mm", 0.003 / 9), ("normalized", 0.03 / 9)):
+    for unit, expected in (
+        ("m", 3 / 9),
+        ("cm", 0.03 / 9),
+        ("mm", 0.003 / 9),
+        ("normalized", 0.03 / 9),
+    ):
         s = perturbation_stats(x, xa, CHAIN, unit)
         assert s["joint_disp_cm"].item() == pytest.approx(expected, rel=1e-5)
         assert s["linf"].item() == pytest.approx(0.03, rel=1e-5)

@@ -65,7 +65,9 @@ def test_project_lands_on_the_ball(norm, eps):
     assert (size <= eps).all()
     # the candidate is far outside, so the projection sits on the boundary (not collapsed to x)
     assert torch.allclose(size, torch.full_like(size, eps), rtol=1e-4)
-    assert torch.equal(p[~presence_mask(x).expand_as(x)], torch.zeros_like(p[~presence_mask(x).expand_as(x)]))
+    assert torch.equal(
+        p[~presence_mask(x).expand_as(x)], torch.zeros_like(p[~presence_mask(x).expand_as(x)])
+    )
 
 
 def test_project_linf_is_the_clamp_and_l2_the_radial_scaling():
@@ -94,7 +96,9 @@ def test_project_keeps_valid_input_and_clean_input():
     assert torch.equal(ThreatModel(eps=0.01, preserve_bones=True).project(x, x), x)
 
 
-@pytest.mark.parametrize("norm,eps,tol", [("linf", 0.01, 0.01), ("l2", 0.2, 0.01), ("linf", 0.01, 0.0)])
+@pytest.mark.parametrize(
+    "norm,eps,tol", [("linf", 0.01, 0.01), ("l2", 0.2, 0.01), ("linf", 0.01, 0.0)]
+)
 def test_project_with_bones_keeps_lengths_and_ball(norm, eps, tol):
     x = skeletons()
     tm = ThreatModel(norm=norm, eps=eps, preserve_bones=True, bone_tolerance=tol)
@@ -219,7 +223,11 @@ def test_check_padding_and_absent_body_must_stay_exactly_zero():
     xa = x.clone()
     xa[1, 0, -1, 3, 0] = 0.005  # padded frame, within eps
     v = kinds(tm.check(x, xa))
-    assert set(v) == {"padding"} and v["padding"].size == pytest.approx(0.005) and v["padding"].count == 1
+    assert (
+        set(v) == {"padding"}
+        and v["padding"].size == pytest.approx(0.005)
+        and v["padding"].count == 1
+    )
     xa = x.clone()
     xa[0, 2, 4, 7, 1] = 1e-30  # absent second body, even a denormal-sized change
     xa[3, 2, 4, 7, 1] = -2e-3
