@@ -113,13 +113,20 @@ class BoneAngleDiscriminator(nn.Module):
                 if isinstance(layer, nn.Linear):
                     bound = 1.0 / math.sqrt(layer.in_features)
                     for prm in (layer.weight, layer.bias):
-                        prm.copy_(torch.rand(prm.shape, generator=generator, device=generator.device) * 2 * bound - bound)
+                        prm.copy_(
+                            torch.rand(prm.shape, generator=generator, device=generator.device)
+                            * 2
+                            * bound
+                            - bound
+                        )
 
     def forward(self, feats: Tensor) -> Tensor:
         return self.net(feats).squeeze(-1)
 
 
-def gan_loss(disc: BoneAngleDiscriminator, x_adv: Tensor, topology: Topology, present: Tensor) -> Tensor:
+def gan_loss(
+    disc: BoneAngleDiscriminator, x_adv: Tensor, topology: Topology, present: Tensor
+) -> Tensor:
     """(N,) generator loss ``mean over present (frame, body) of −log D(φ(x_adv))`` (softplus form).
 
     ``present``: (N, T, M) bool. Differentiable w.r.t. ``x_adv``.
@@ -135,6 +142,29 @@ def _disc_loss(disc: BoneAngleDiscriminator, real: Tensor, fake: Tensor, present
     lr, lf = disc(real), disc(fake)
     loss = F.softplus(-lr) + F.softplus(lf)
     return (loss * w).sum() / w.sum().clamp_min(1)
+
+
+class _Adam:
+    """Adam (Kingma, Ba, ICLR 2015; β = (0.9, 0.999), 1e-8) on the discriminator's parameters.
+
+    Gradients come from ``torch.autograd.grad`` (nothing is accumulated in ``.grad``); written out
+    because ``torch.optim``'s first step imports the compiler stack (≈1 s per process).
+    """
+
+    def __init__(self, params: list[Tensor], lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
+        self.params, self.lr, self.b1, self.b2, self.t = params, lr, b1, b2, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self, loss: Tensor) -> None:
+        grads = torch.autograd.grad(loss, self.params)
+        self.t += 1
+        c1, c2 = 1 - self.b1**self.t, 1 - self.b2**self.t
+        with torch.no_grad():
+            for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+                m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+                v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+                p.sub_(self.lr * (m / c1) / ((v / c2).sqrt() + 1e-8))
 
 
 @dataclass(frozen=True)
@@ -153,16 +183,24 @@ class CIASAConfig(AttackConfig):
         for name in ("steps", "d_hidden"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"expected an integer >= 1, got {v!r} in ciasa config field {name!r}")
+                raise ConfigError(
+                    f"expected an integer >= 1, got {v!r} in ciasa config field {name!r}"
+                )
         if isinstance(self.d_steps, bool) or not isinstance(self.d_steps, int) or self.d_steps < 0:
-            raise ConfigError(f"expected an integer >= 0, got {self.d_steps!r} in ciasa config field 'd_steps'")
+            raise ConfigError(
+                f"expected an integer >= 0, got {self.d_steps!r} in ciasa config field 'd_steps'"
+            )
         for name in ("alpha_rel", "d_lr"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError(f"expected a number > 0, got {v!r} in ciasa config field {name!r}")
+                raise ConfigError(
+                    f"expected a number > 0, got {v!r} in ciasa config field {name!r}"
+                )
         v = self.gan_weight
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise ConfigError(f"expected a number >= 0, got {v!r} in ciasa config field 'gan_weight'")
+            raise ConfigError(
+                f"expected a number >= 0, got {v!r} in ciasa config field 'gan_weight'"
+            )
 
 
 @register_attack("ciasa")
@@ -186,18 +224,18 @@ class CIASA(Attack):
         alpha = c.alpha_rel * threat.eps
         real = bone_cosine_features(x, topo).detach()
         disc = BoneAngleDiscriminator(real.shape[-1], c.d_hidden, generator).to(x.device, x.dtype)
-        opt = torch.optim.Adam(disc.parameters(), lr=c.d_lr, betas=(0.9, 0.999))
+        adam = _Adam(list(disc.parameters()), lr=c.d_lr)
         x_adv = x.clone()
         for _ in range(c.steps):
             with torch.enable_grad():
                 fake = bone_cosine_features(x_adv, topo).detach()
                 for _ in range(c.d_steps):
-                    opt.zero_grad(set_to_none=True)
-                    _disc_loss(disc, real, fake, present).backward()
-                    opt.step()
+                    adam.step(_disc_loss(disc, real, fake, present))
                 xa = x_adv.detach().requires_grad_(True)
                 ce = F.cross_entropy(model(xa), label, reduction="none")
-                objective = (-ce if c.targeted else ce) - c.gan_weight * gan_loss(disc, xa, topo, present)
+                objective = (-ce if c.targeted else ce) - c.gan_weight * gan_loss(
+                    disc, xa, topo, present
+                )
                 (g,) = torch.autograd.grad(objective.sum(), xa)
             g = g * mask
             if threat.norm == "linf":

@@ -208,7 +208,9 @@ class BIM(Attack):
         alpha = _alpha_rel(c.alpha_rel, 1.25 / c.steps, "bim") * threat.eps
         mask = _mask(threat, x)
         label = _label(y, target, c.targeted)
-        return _iterate(access.victim, x, x.clone(), label, c.targeted, threat, mask, c.steps, alpha)
+        return _iterate(
+            access.victim, x, x.clone(), label, c.targeted, threat, mask, c.steps, alpha
+        )
 
 
 # ---------------------------------------------------------------------------------------- PGD
@@ -259,7 +261,9 @@ class PGD(Attack):
         for _ in range(c.restarts):
             start = x.clone()
             if c.random_start:
-                start = threat.project(x, _random_start(x, mask, threat.eps, threat.norm, generator))
+                start = threat.project(
+                    x, _random_start(x, mask, threat.eps, threat.norm, generator)
+                )
             x_adv = _iterate(model, x, start, label, c.targeted, threat, mask, c.steps, alpha)
             if c.restarts == 1:
                 return x_adv
@@ -321,7 +325,9 @@ class MIFGSM(Attack):
     def run(self, access: WhiteBox, x, y, threat, generator, target):
         c = self.config
         label = _label(y, target, c.targeted)
-        return _momentum_attack(access.victim, x, label, c.targeted, threat, _mask(threat, x), c, False)
+        return _momentum_attack(
+            access.victim, x, label, c.targeted, threat, _mask(threat, x), c, False
+        )
 
 
 @register_attack("nifgsm")
@@ -343,7 +349,9 @@ class NIFGSM(Attack):
     def run(self, access: WhiteBox, x, y, threat, generator, target):
         c = self.config
         label = _label(y, target, c.targeted)
-        return _momentum_attack(access.victim, x, label, c.targeted, threat, _mask(threat, x), c, True)
+        return _momentum_attack(
+            access.victim, x, label, c.targeted, threat, _mask(threat, x), c, True
+        )
 
 
 # ---------------------------------------------------------------------------------------- TASAR

@@ -77,7 +77,9 @@ def perceptual_loss(
     d = x_adv - x
     w = weights.to(x.device, x.dtype).view(1, 1, 1, -1, 1)
     recon = (d.pow(2) * w).flatten(1).sum(1)
-    parent = torch.tensor([p if p != -1 else j for j, p in enumerate(topology.parents)], device=x.device)
+    parent = torch.tensor(
+        [p if p != -1 else j for j, p in enumerate(topology.parents)], device=x.device
+    )
     la = ((x_adv - x_adv.index_select(3, parent)).pow(2).sum(1) + 1e-12).sqrt()
     lc = ((x - x.index_select(3, parent)).pow(2).sum(1) + 1e-12).sqrt()
     bone = (la - lc).pow(2).flatten(1).sum(1)
@@ -108,16 +110,26 @@ class SMARTConfig(AttackConfig):
     lr_rel: float = 1.0  # step = lr_rel·ε (0.01 at ε = 0.01)
 
     def __post_init__(self) -> None:
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
-            raise ConfigError(f"expected an integer >= 1, got {self.iterations!r} in smart config field 'iterations'")
+        if (
+            isinstance(self.iterations, bool)
+            or not isinstance(self.iterations, int)
+            or self.iterations < 1
+        ):
+            raise ConfigError(
+                f"expected an integer >= 1, got {self.iterations!r} in smart config field 'iterations'"
+            )
         for name in ("class_weight", "recon_weight", "bone_weight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ConfigError(f"expected a number in [0, 1], got {v!r} in smart config field {name!r}")
+                raise ConfigError(
+                    f"expected a number in [0, 1], got {v!r} in smart config field {name!r}"
+                )
         for name in ("torso_weight", "other_weight", "dt", "lr_rel"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError(f"expected a number > 0, got {v!r} in smart config field {name!r}")
+                raise ConfigError(
+                    f"expected a number > 0, got {v!r} in smart config field {name!r}"
+                )
 
 
 @register_attack("smart")
@@ -146,13 +158,17 @@ class SMART(Attack):
                 ce = F.cross_entropy(logits, label, reduction="sum")
                 loss_c = ce if c.targeted else -ce
                 (g_c,) = torch.autograd.grad(loss_c, xa)
-                loss_p = perceptual_loss(xa, x, topo, weights, c.recon_weight, c.bone_weight, c.dt).sum()
+                loss_p = perceptual_loss(
+                    xa, x, topo, weights, c.recon_weight, c.bone_weight, c.dt
+                ).sum()
                 (g_p,) = torch.autograd.grad(loss_p, xa)
             pred = logits.detach().argmax(1)
             active = pred != label if c.targeted else pred == label
             if not bool(active.any()):
                 break
-            update = c.class_weight * _frame_normalise(g_c * mask) + (1 - c.class_weight) * _frame_normalise(g_p * mask)
+            update = c.class_weight * _frame_normalise(g_c * mask) + (
+                1 - c.class_weight
+            ) * _frame_normalise(g_p * mask)
             stepped = threat.project(x, x_adv - lr * update)
             x_adv = torch.where(active.view(-1, 1, 1, 1, 1), stepped, x_adv)
         return x_adv

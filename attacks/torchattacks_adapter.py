@@ -14,8 +14,10 @@ cube so that the clamp never binds:
   values exactly as :class:`~robench.threat.ThreatModel` requires;
 - data-unit hyper-parameters are divided by ``s``: ``eps`` (always ``threat.eps/s``; l2 attacks too,
   since ‖·‖₂ scales by 1/s as well), ``alpha``, ``std`` (noise scale) and ``delta`` (finite
-  differences); ``norm`` is set from the threat model; ``n_classes`` from the model's output (APGD-T,
-  FAB, AutoAttack otherwise assume 10 classes);
+  differences), given in data units. One of these left at torchattacks' default keeps that default's
+  ratio to torchattacks' default ``eps`` (PGD: α = ε/4, FFGSM: α = 1.25ε), since the absolute
+  defaults are 8-bit image steps; ``norm`` is set from the threat model; ``n_classes`` from the
+  model's output (APGD-T, FAB, AutoAttack otherwise assume 10 classes);
 - the result maps back as ``x' = x + s·(u' − u)`` and goes through ``threat.project`` (padding,
   masks, bones, float rounding).
 
@@ -85,6 +87,10 @@ def _attack_class(name: str) -> type:
     return getattr(ta, exact[name.lower()])
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _norms_of(cls: type) -> tuple[str, ...]:
     params = inspect.signature(cls.__init__).parameters
     if "norm" in params:
@@ -102,7 +108,9 @@ class _AffineVictim(nn.Module):
     device (torchattacks reads its device from there).
     """
 
-    def __init__(self, victim: nn.Module, x: Tensor, u: Tensor, mask: Tensor, s: float, bound: float) -> None:
+    def __init__(
+        self, victim: nn.Module, x: Tensor, u: Tensor, mask: Tensor, s: float, bound: float
+    ) -> None:
         super().__init__()
         object.__setattr__(self, "victim", victim)
         self.shape5 = tuple(x.shape[1:])
@@ -160,7 +168,9 @@ class TorchAttacksAttack(Attack):
     supports_targeted = True
     Config = TorchAttacksConfig
 
-    def __init__(self, attack_name: str | None = None, config: AttackConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, attack_name: str | None = None, config: AttackConfig | None = None, **kwargs: Any
+    ) -> None:
         if config is None:
             targeted = bool(kwargs.pop("targeted", False))
             config = self.Config(**self._config_fields(attack_name, kwargs), targeted=targeted)
@@ -176,13 +186,17 @@ class TorchAttacksAttack(Attack):
                 )
             if key not in params:
                 allowed = sorted(p for p in params if p not in ("self", "model", "eps", "norm"))
-                raise ConfigError(f"expected one of {allowed}, got unknown field {key!r} in torchattacks:{name} kwargs")
+                raise ConfigError(
+                    f"expected one of {allowed}, got unknown field {key!r} in torchattacks:{name} kwargs"
+                )
         self._cls = cls
         self.norms = _norms_of(cls)
 
     def _config_fields(self, attack_name: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         if not attack_name or not isinstance(attack_name, str):
-            raise ConfigError(f"expected a torchattacks attack name, got {attack_name!r} in TorchAttacksAttack")
+            raise ConfigError(
+                f"expected a torchattacks attack name, got {attack_name!r} in TorchAttacksAttack"
+            )
         return {"attack": attack_name, "kwargs": tuple(sorted(kwargs.items()))}
 
     def _spec(self) -> tuple[str, dict[str, Any]]:
@@ -207,9 +221,18 @@ class TorchAttacksAttack(Attack):
         u = ((x - lo) / s + offset).reshape(x.shape[0], 3, x.shape[2], -1)
         mask = threat.allowed_mask(x)
         wrapped = _AffineVictim(model, x, u, mask, s, bound=(eps / s) * (1 + 1e-3) + 1e-6)
+        default_eps = params["eps"].default if "eps" in params else None
         for key in DATA_UNIT_KWARGS:
             if key in kw:
                 kw[key] = kw[key] / s
+            elif (
+                key in params
+                and _number(params[key].default)
+                and _number(default_eps)
+                and default_eps > 0
+            ):
+                # torchattacks' defaults are image-scaled: keep their ratio to eps instead
+                kw[key] = params[key].default / default_eps * eps / s
         if "eps" in params:
             kw["eps"] = eps / s
         if "norm" in params:
@@ -220,15 +243,26 @@ class TorchAttacksAttack(Attack):
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         if _SEEDED in params and _SEEDED not in kw:
             kw[_SEEDED] = seed
-        devices = [x.device.index or 0] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        cuda = x.device.type == "cuda"
+        index = (
+            (x.device.index if x.device.index is not None else torch.cuda.current_device())
+            if cuda
+            else None
+        )
+        # fork (and later restore) the CPU RNG and, on a GPU, the RNG of x's device only
+        with torch.random.fork_rng(devices=[index] if cuda else []):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(seed)
             atk = self._cls(wrapped, **kw)
             atk.set_device(x.device)
             label = y
             if c.targeted:
                 if "targeted" not in getattr(atk, "supported_mode", ()):
-                    raise ConfigError(f"expected an attack with a targeted mode, got torchattacks:{name} (untargeted only)")
+                    raise ConfigError(
+                        f"expected an attack with a targeted mode, got torchattacks:{name} (untargeted only)"
+                    )
                 atk.set_mode_targeted_by_label(quiet=True)
                 label = target
             with torch.enable_grad():
@@ -251,9 +285,17 @@ class APGDConfig(AttackConfig):
         for name in ("steps", "restarts", "eot_iter"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"expected an integer >= 1, got {v!r} in apgd config field {name!r}")
-        if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) or not 0 < self.rho < 1:
-            raise ConfigError(f"expected a number in (0, 1), got {self.rho!r} in apgd config field 'rho'")
+                raise ConfigError(
+                    f"expected an integer >= 1, got {v!r} in apgd config field {name!r}"
+                )
+        if (
+            isinstance(self.rho, bool)
+            or not isinstance(self.rho, (int, float))
+            or not 0 < self.rho < 1
+        ):
+            raise ConfigError(
+                f"expected a number in (0, 1), got {self.rho!r} in apgd config field 'rho'"
+            )
 
 
 class _APGD(TorchAttacksAttack):

@@ -51,12 +51,28 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    out = []
+def _first_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int, batch_size: int
+) -> tuple[torch.Tensor, int, int]:
+    """(indices of the first ``n`` correctly classified samples, samples scanned, correct among them).
+
+    Batches are classified in order until ``n`` correct samples are found, so a large test split is
+    not classified in full for a small ``n``.
+    """
+    found: list[torch.Tensor] = []
+    count, scanned = 0, 0
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):
-            out.append(model(x[i : i + batch_size]).argmax(1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=x.device)
+            ok = (
+                model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]
+            ).nonzero().flatten() + i
+            found.append(ok)
+            count += ok.numel()
+            scanned = min(i + batch_size, x.shape[0])
+            if count >= n:
+                break
+    idx = torch.cat(found) if found else torch.zeros(0, dtype=torch.int64, device=x.device)
+    return idx[:n], scanned, count
 
 
 def run_one_off(
@@ -78,7 +94,8 @@ def run_one_off(
     ``model``/``dataset`` default to ``create_victim(victim_name)`` and the test split of
     ``robench.synth.generate(seed=0)``; pass them to run on anything else (``victim_name`` is then
     only a label). ``steps`` maps onto the attack's ``steps`` or ``iterations`` field. Keys of the
-    result: victim, attack, threat, eps, norm, unit, seed, n_test, clean_accuracy, n (attacked),
+    result: victim, attack, threat, eps, norm, unit, seed, n_test, n_scanned (test samples classified
+    until ``n`` correct ones were found), clean_accuracy (on the scanned samples), n (attacked),
     successes, success_rate, ci_low, ci_high, linf, l2, joint_disp_cm, bone_dev_pct, accel_dev
     (means over the attacked samples), seconds, per_sample (the :func:`sample_metrics` columns).
     """
@@ -102,11 +119,11 @@ def run_one_off(
     threat = ThreatModel(norm=norm, eps=eps, unit=dataset.unit, topology=dataset.topology)
     device = _device_of(model)
     x_all, y_all = dataset.x.to(device), dataset.y.to(device)
-    pred = _predict(model, x_all, batch_size)
-    correct = (pred == y_all).nonzero().flatten()
-    if correct.numel() == 0:
-        raise DataError(f"expected at least one correctly classified test sample, got none of {len(dataset)} for {victim_name!r}")
-    pick = correct[:n]
+    pick, scanned, n_correct = _first_correct(model, x_all, y_all, n, batch_size)
+    if pick.numel() == 0:
+        raise DataError(
+            f"expected at least one correctly classified test sample, got none of {len(dataset)} for {victim_name!r}"
+        )
     x, y = x_all[pick], y_all[pick]
     generator = torch.Generator(device=device).manual_seed(int(seed))
 
@@ -115,12 +132,16 @@ def run_one_off(
     columns: dict[str, list[torch.Tensor]] = {}
     start = time.perf_counter()
     batches = range(0, x.shape[0], batch_size)
-    for i in tqdm(batches, desc=f"{attack.name} on {victim_name}", unit="batch", disable=not progress):
+    for i in tqdm(
+        batches, desc=f"{attack.name} on {victim_name}", unit="batch", disable=not progress
+    ):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         x_adv = attack(WhiteBox(model), xb, yb, threat, generator)
         violations = threat.check(xb, x_adv)
         if violations:  # Attack.__call__ already checks; verify again independently of it
-            raise ThreatViolation(f"attack {attack.name!r} left the threat model: " + "; ".join(map(str, violations)))
+            raise ThreatViolation(
+                f"attack {attack.name!r} left the threat model: " + "; ".join(map(str, violations))
+            )
         with torch.inference_mode():
             lc, la = model(xb), model(x_adv)
         row = sample_metrics(lc, la, yb, xb, x_adv, dataset.topology, dataset.unit)
@@ -140,13 +161,17 @@ def run_one_off(
         "unit": dataset.unit,
         "seed": int(seed),
         "n_test": len(dataset),
-        "clean_accuracy": float(correct.numel() / len(dataset)),
+        "n_scanned": scanned,
+        "clean_accuracy": n_correct / scanned,
         "n": m,
         "successes": successes,
         "success_rate": successes / m,
         "ci_low": lo,
         "ci_high": hi,
-        **{k: float(per[k].double().mean()) for k in ("linf", "l2", "joint_disp_cm", "bone_dev_pct", "accel_dev")},
+        **{
+            k: float(per[k].double().mean())
+            for k in ("linf", "l2", "joint_disp_cm", "bone_dev_pct", "accel_dev")
+        },
         "seconds": seconds,
         "per_sample": per,
     }
@@ -160,7 +185,10 @@ def format_summary(r: dict[str, Any]) -> str:
         ("victim", r["victim"]),
         ("attack", r["attack"]),
         ("threat model", r["threat"]),
-        ("clean accuracy", f"{100 * r['clean_accuracy']:.1f}% of {r['n_test']} test samples"),
+        (
+            "clean accuracy",
+            f"{100 * r['clean_accuracy']:.1f}% of the first {r['n_scanned']} of {r['n_test']} test samples",
+        ),
         ("attacked", f"{r['n']} correctly classified (seed {r['seed']})"),
         (
             "success rate",

@@ -10,17 +10,42 @@ from robench.oneoff import format_summary, run_one_off
 @click.command("attack")
 @click.argument("victim")
 @click.argument("attack")
-@click.option("--eps", type=float, default=0.01, show_default=True, help="radius in data units (metres for synth-ntu25)")
-@click.option("--steps", type=int, default=None, help="iteration count (the attack's steps/iterations field)")
-@click.option("--n", "n", type=int, default=64, show_default=True, help="correctly classified test samples to attack")
+@click.option(
+    "--eps",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="radius in data units (metres for synth-ntu25)",
+)
+@click.option(
+    "--steps", type=int, default=None, help="iteration count (the attack's steps/iterations field)"
+)
+@click.option(
+    "--n",
+    "n",
+    type=int,
+    default=64,
+    show_default=True,
+    help="correctly classified test samples to attack",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--dataset", default=None, help="built-in name or .npz path (test split); default synth-ntu25")
+@click.option(
+    "--dataset", default=None, help="built-in name or .npz path (test split); default synth-ntu25"
+)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def attack_cmd(
-    victim: str, attack: str, eps: float, steps: int | None, n: int, seed: int, norm: str,
-    batch_size: int, dataset: str | None, quiet: bool,
+    victim: str,
+    attack: str,
+    eps: float,
+    steps: int | None,
+    n: int,
+    seed: int,
+    norm: str,
+    batch_size: int,
+    dataset: str | None,
+    quiet: bool,
 ) -> None:
     """Attack VICTIM (e.g. stgcn.synth_ntu25) with ATTACK (e.g. pgd, torchattacks:PGD) and print a summary.
 
@@ -33,8 +58,16 @@ def attack_cmd(
 
         data = open_dataset(dataset).get_split("test")
     result = run_one_off(
-        victim, attack, eps=eps, steps=steps, n=n, seed=seed, norm=norm, progress=not quiet,
-        dataset=data, batch_size=batch_size,
+        victim,
+        attack,
+        eps=eps,
+        steps=steps,
+        n=n,
+        seed=seed,
+        norm=norm,
+        progress=not quiet,
+        dataset=data,
+        batch_size=batch_size,
     )
     click.echo(format_summary(result))
 
