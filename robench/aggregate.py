@@ -95,37 +95,64 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     missing, surrogate "" when missing, ``robust`` column, ``attack_key`` and ``family`` columns."""
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
-        raise DataError(f"expected columns {list(REQUIRED)}, got none named {missing[0]!r} in the results frame")
+        raise DataError(
+            f"expected columns {list(REQUIRED)}, got none named {missing[0]!r} in the results frame"
+        )
     df = frame.copy()
     if "status" in df.columns and (df["status"] != "ok").any():
         bad = df.loc[df["status"] != "ok", "status"].iloc[0]
-        raise DataError(f"expected only status 'ok' cells, got {bad!r} in the results frame column 'status'")
+        raise DataError(
+            f"expected only status 'ok' cells, got {bad!r} in the results frame column 'status'"
+        )
     for col in _BOOL:
         df[col] = df[col].fillna(0).astype(bool)
     df["defense"] = _text(df, "defense", "none")
     df["surrogate"] = _text(df, "surrogate", "")
     df["knowledge"] = _text(df, "knowledge", WHITE_BOX)
-    for col in ("seed", "eps", "zero_grad_frac", "forward_random", "queries", "weights_sha256", "config_json"):
+    for col in (
+        "seed",
+        "eps",
+        "zero_grad_frac",
+        "forward_random",
+        "queries",
+        "weights_sha256",
+        "config_json",
+    ):
         if col not in df.columns:
             df[col] = np.nan
     for col in STAT_KEYS:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
     df["queries"] = pd.to_numeric(df["queries"], errors="coerce").fillna(-1)
-    df["robust"] = df["clean_correct"] & (df["adv_pred"].astype("int64") == df["label"].astype("int64"))
+    df["robust"] = df["clean_correct"] & (
+        df["adv_pred"].astype("int64") == df["label"].astype("int64")
+    )
     df["success"] = df["success"] & df["eligible"]
-    base = df["attack"].astype(str).where(df["surrogate"] == "", df["attack"].astype(str) + "<-" + df["surrogate"])
+    base = (
+        df["attack"]
+        .astype(str)
+        .where(df["surrogate"] == "", df["attack"].astype(str) + "<-" + df["surrogate"])
+    )
     df["attack_key"] = base
     cells = df.drop_duplicates("cell_key")[["cell_key", *ENTRY, "attack_key", "seed"]].copy()
     grp = cells.groupby([*ENTRY, "attack_key"], dropna=False)
     seeds = grp["seed"].transform("nunique")
     cells.loc[seeds > 1, "attack_key"] = (
-        cells.loc[seeds > 1, "attack_key"] + "@seed" + cells.loc[seeds > 1, "seed"].astype("Int64").astype(str)
+        cells.loc[seeds > 1, "attack_key"]
+        + "@seed"
+        + cells.loc[seeds > 1, "seed"].astype("Int64").astype(str)
     )
     dup = cells.groupby([*ENTRY, "attack_key"], dropna=False)["cell_key"].transform("size") > 1
-    cells.loc[dup, "attack_key"] = cells.loc[dup, "attack_key"] + "#" + cells.loc[dup, "cell_key"].str[:8]
-    df["attack_key"] = df["cell_key"].map(dict(zip(cells["cell_key"], cells["attack_key"], strict=True)))
+    cells.loc[dup, "attack_key"] = (
+        cells.loc[dup, "attack_key"] + "#" + cells.loc[dup, "cell_key"].str[:8]
+    )
+    df["attack_key"] = df["cell_key"].map(
+        dict(zip(cells["cell_key"], cells["attack_key"], strict=True))
+    )
     fam = df.drop_duplicates("cell_key")
-    fam_map = {ck: threat_family(t, cj) for ck, t, cj in zip(fam["cell_key"], fam["threat"], fam["config_json"], strict=True)}
+    fam_map = {
+        ck: threat_family(t, cj)
+        for ck, t, cj in zip(fam["cell_key"], fam["threat"], fam["config_json"], strict=True)
+    }
     df["family"] = df["cell_key"].map(fam_map)
     return df
 
@@ -192,7 +219,12 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
     if df.empty:
         return {"entries": [], "transfer": [], "eps_curves": []}
     cells = cell_summary(df)
-    clean = df.groupby([*ENTRY, "sample_id"])["clean_correct"].all().groupby(level=ENTRY).agg(k="sum", n="size")
+    clean = (
+        df.groupby([*ENTRY, "sample_id"])["clean_correct"]
+        .all()
+        .groupby(level=ENTRY)
+        .agg(k="sum", n="size")
+    )
     worst = _per_sample_worst(df)
     worst_wb = _per_sample_worst(df[df["knowledge"] == WHITE_BOX])
     entries: dict[tuple, dict[str, Any]] = {}
@@ -210,7 +242,11 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
             "eps": _num(cg["eps"].iloc[0]),
         }  # fmt: skip
         if len(shas) > 1:
-            _flag(entry, "mixed-weights", f"cells of this entry carry {len(shas)} different weights sha256")
+            _flag(
+                entry,
+                "mixed-weights",
+                f"cells of this entry carry {len(shas)} different weights sha256",
+            )
         randomised = []
         for _, c in cg.sort_values("attack_key").iterrows():
             ak = c["attack_key"]
@@ -239,7 +275,11 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
     curves = eps_curves(df, cells, entries)
     for e in entries.values():
         e["flags"].sort(key=lambda f: (f["code"], f["message"]))
-    return {"entries": list(entries.values()), "transfer": transfer_matrices(df), "eps_curves": curves}
+    return {
+        "entries": list(entries.values()),
+        "transfer": transfer_matrices(df),
+        "eps_curves": curves,
+    }
 
 
 def _kn(table: pd.DataFrame, key: tuple) -> tuple[int, int]:
@@ -268,7 +308,9 @@ def _beats_white_box(entry: dict[str, Any]) -> None:
                   f"{wb['value']:.4f}: the white-box attacks are too weak for this victim")  # fmt: skip
 
 
-def _worst_curves(df: pd.DataFrame, cells: pd.DataFrame) -> list[tuple[tuple, list[dict[str, Any]], list[str]]]:
+def _worst_curves(
+    df: pd.DataFrame, cells: pd.DataFrame
+) -> list[tuple[tuple, list[dict[str, Any]], list[str]]]:
     out = []
     for (family, victim, defense), g in cells.groupby(["family", "victim", "defense"], sort=True):
         if g["eps"].isna().any() or g["threat"].nunique() < 2:
@@ -280,7 +322,11 @@ def _worst_curves(df: pd.DataFrame, cells: pd.DataFrame) -> list[tuple[tuple, li
         wc = _per_sample_worst(df[df["cell_key"].isin(keys)])
         eps = g.groupby("threat")["eps"].first()
         pts = [
-            {"eps": float(eps[t]), "threat": t, "robust_accuracy": proportion(*_kn(wc, (victim, defense, t)))}
+            {
+                "eps": float(eps[t]),
+                "threat": t,
+                "robust_accuracy": proportion(*_kn(wc, (victim, defense, t))),
+            }
             for t in sorted(eps.index)
         ]
         out.append(((family, victim, defense, WORST), pts, common))
@@ -296,7 +342,9 @@ def transfer_matrices(df: pd.DataFrame) -> list[dict[str, Any]]:
     tr = df[df["surrogate"] != ""]
     if tr.empty:
         return []
-    tr = tr.assign(target=tr["victim"].where(tr["defense"] == "none", tr["victim"] + "+" + tr["defense"]))
+    tr = tr.assign(
+        target=tr["victim"].where(tr["defense"] == "none", tr["victim"] + "+" + tr["defense"])
+    )
     sums = tr.groupby(["threat", "attack", "surrogate", "target"], sort=True).agg(
         k=("success", "sum"), n=("eligible", "sum")
     )
@@ -309,11 +357,21 @@ def transfer_matrices(df: pd.DataFrame) -> list[dict[str, Any]]:
             [proportion(*g.loc[(s, v), ["k", "n"]]) if (s, v) in g.index else None for v in cols]
             for s in rows
         ]
-        out.append({"threat": threat, "attack": attack, "surrogates": rows, "victims": cols, "success_rate": mat})
+        out.append(
+            {
+                "threat": threat,
+                "attack": attack,
+                "surrogates": rows,
+                "victims": cols,
+                "success_rate": mat,
+            }
+        )
     return out
 
 
-def eps_curves(df: pd.DataFrame, cells: pd.DataFrame, entries: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
+def eps_curves(
+    df: pd.DataFrame, cells: pd.DataFrame, entries: dict[tuple, dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Robust accuracy against eps for threat models of one family; flags non-monotone curves.
 
     Returns dicts ``{"family", "victim", "defense", "attack", "suite", "points": [{"eps", "threat",
@@ -328,7 +386,11 @@ def eps_curves(df: pd.DataFrame, cells: pd.DataFrame, entries: dict[tuple, dict[
             continue
         key = (c["family"], c["victim"], c["defense"], c["attack_key"])
         series.setdefault(key, []).append(
-            {"eps": eps, "threat": c["threat"], "robust_accuracy": proportion(c["k_robust"], c["n"])}
+            {
+                "eps": eps,
+                "threat": c["threat"],
+                "robust_accuracy": proportion(c["k_robust"], c["n"]),
+            }
         )
     suites: dict[tuple, list[str]] = {}
     for key, pts, suite in _worst_curves(df, cells):
@@ -346,7 +408,12 @@ def eps_curves(df: pd.DataFrame, cells: pd.DataFrame, entries: dict[tuple, dict[
             b = hi["robust_accuracy"]
             for lo in pts[:j]:
                 a = lo["robust_accuracy"]
-                if hi["eps"] > lo["eps"] and a["value"] is not None and b["value"] is not None and b["ci"][0] > a["value"]:
+                if (
+                    hi["eps"] > lo["eps"]
+                    and a["value"] is not None
+                    and b["value"] is not None
+                    and b["ci"][0] > a["value"]
+                ):
                     _flag(entries[(victim, defense, hi["threat"])], "non-monotone-eps",
                           f"{attack}: robust accuracy rises from {a['value']:.4f} at eps {lo['eps']:g} to "
                           f"{b['value']:.4f} (95% CI {b['ci'][0]:.4f}-{b['ci'][1]:.4f}) at eps {hi['eps']:g}; "

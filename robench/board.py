@@ -15,7 +15,8 @@ value = k/n, ci = 95% Wilson score interval; n = 0 gives value null and ci [0, 1
 ``schema``                 ``"robench.board/1"``
 ``benchmark``              ``{"id": str, "version": int|str|null, "description": str}``
 ``dataset``                ``{"name": str|null, "hash": str|null}`` (hash: SkeletonSet.fingerprint)
-``subset``                 ``{"hash": str|null, "n": int}``: sha256 of the attacked sample ids, count
+``subset``                 ``{"hash": str|null, "n": int[, "ids": [str]]}``: sha256 of the attacked
+                           sample ids (newline-joined, in order), their count and, when known, ids
 ``threat_models``          list sorted by name of ``{"name": str, "primary": bool, ...}`` plus the
                            ThreatModel fields when known (norm, eps, unit, preserve_bones, ...);
                            primary = the benchmark's own threat models (the others come from eps
@@ -58,8 +59,6 @@ Entry fields:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -68,13 +67,17 @@ from typing import Any
 import pandas as pd
 
 from robench import __version__
-from robench.aggregate import STAT_KEYS, aggregate
+from robench.aggregate import aggregate
+from robench.board_render import KNOWLEDGE_ORDER, render_csv, render_markdown
 from robench.errors import DataError
 from robench.io import atomic_write_text
 
+__all__ = [
+    "SCHEMA", "board_from_store", "board_json", "build_board", "read_board", "render_csv",
+    "render_markdown", "validate_board", "write_board",
+]  # fmt: skip
 SCHEMA = "robench.board/1"
 DECIMALS = 6
-KNOWLEDGE_ORDER = {"white-box": 0, "transfer": 1, "query": 2, "no-box": 3}
 FLAG_CODES = (
     "zero-gradients", "transfer-beats-white-box", "query-beats-white-box", "no-box-beats-white-box",
     "non-monotone-eps", "random-forward", "mixed-weights",
@@ -84,14 +87,16 @@ FLAG_CODES = (
 # ---------------------------------------------------------------------- building
 
 
-def build_board(frame: pd.DataFrame, cells: pd.DataFrame, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_board(
+    frame: pd.DataFrame, cells: pd.DataFrame, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The board dict of the schema above (floats rounded to 6 decimals).
 
     ``frame``: joined per-sample frame (rows of non-ok cells are dropped); ``cells``: the cells table
     including invalid/error cells. ``meta`` (every key optional, derived from the tables when
     absent): ``benchmark`` (id), ``benchmark_version``, ``description``, ``dataset`` (name),
-    ``dataset_hash``, ``subset_hash``, ``subset_n``, ``threat_models`` (the primary ones, a list of
-    ThreatModel dicts or names), ``runs`` (list of run dicts).
+    ``dataset_hash``, ``subset_hash``, ``subset_n``, ``subset_ids``, ``threat_models`` (the primary
+    ones, a list of ThreatModel dicts or names), ``runs`` (list of run dicts).
     """
     meta = dict(meta or {})
     cells = cells if cells is not None else pd.DataFrame(columns=["cell_key", "status"])
@@ -121,10 +126,7 @@ def build_board(frame: pd.DataFrame, cells: pd.DataFrame, meta: dict[str, Any] |
             "name": meta.get("dataset") or _single(cells, "dataset") or _single(ok, "dataset"),
             "hash": meta.get("dataset_hash"),
         },
-        "subset": {
-            "hash": meta.get("subset_hash") or _single(cells, "subset_hash") or _single(ok, "subset_hash"),
-            "n": int(meta["subset_n"]) if meta.get("subset_n") is not None else int(ok["sample_id"].nunique()) if "sample_id" in ok else 0,
-        },
+        "subset": _subset(ok, cells, meta),
         "threat_models": threats,
         "generated_by": {"robench": __version__, "runs": _runs(meta.get("runs") or [])},
         "entries": entries,
@@ -133,6 +135,21 @@ def build_board(frame: pd.DataFrame, cells: pd.DataFrame, meta: dict[str, Any] |
         "invalid_cells": _invalid(cells),
     }
     return canonical(board)
+
+
+def _subset(ok: pd.DataFrame, cells: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
+    h = meta.get("subset_hash") or _single(cells, "subset_hash") or _single(ok, "subset_hash")
+    ids = meta.get("subset_ids")
+    if meta.get("subset_n") is not None:
+        n = int(meta["subset_n"])
+    elif ids is not None:
+        n = len(ids)
+    else:
+        n = int(ok["sample_id"].nunique()) if "sample_id" in ok else 0
+    out: dict[str, Any] = {"hash": h, "n": n}
+    if ids is not None:
+        out["ids"] = [str(i) for i in ids]
+    return out
 
 
 def _single(df: pd.DataFrame, col: str) -> str | None:
@@ -148,7 +165,9 @@ def _single(df: pd.DataFrame, col: str) -> str | None:
     return vals[0] if vals else None
 
 
-def _threat_models(frame: pd.DataFrame, cells: pd.DataFrame, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def _threat_models(
+    frame: pd.DataFrame, cells: pd.DataFrame, meta: dict[str, Any]
+) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for df in (cells, frame):
         if "threat" not in df.columns:
@@ -206,18 +225,17 @@ def _invalid(cells: pd.DataFrame) -> list[dict[str, Any]]:
         return []
     bad = cells[cells["status"] != "ok"]
     out = []
-    for _, c in bad.iterrows():
-        def get(k: str) -> Any:
-            v = c.get(k)
-            return None if _isnan(v) else v
-
+    for rec in bad.to_dict("records"):
+        c = {k: (None if _isnan(v) else v) for k, v in rec.items()}
         out.append({
-            "cell_key": get("cell_key"), "victim": get("victim"), "defense": get("defense") or "none",
-            "attack": get("attack"), "surrogate": get("surrogate") or None, "threat": get("threat"),
-            "seed": None if get("seed") is None else int(get("seed")), "status": get("status"),
-            "reason": get("error") or "",
+            "cell_key": c.get("cell_key"), "victim": c.get("victim"), "defense": c.get("defense") or "none",
+            "attack": c.get("attack"), "surrogate": c.get("surrogate") or None, "threat": c.get("threat"),
+            "seed": None if c.get("seed") is None else int(c["seed"]), "status": c.get("status"),
+            "reason": c.get("error") or "",
         })  # fmt: skip
-    return sorted(out, key=lambda r: tuple(str(r[k]) for k in ("threat", "victim", "attack", "cell_key")))
+    return sorted(
+        out, key=lambda r: tuple(str(r[k]) for k in ("threat", "victim", "attack", "cell_key"))
+    )
 
 
 def canonical(obj: Any) -> Any:
@@ -241,7 +259,10 @@ def canonical(obj: Any) -> Any:
 
 def board_json(board: dict[str, Any]) -> str:
     """Deterministic JSON text: sorted keys, 2-space indent, ASCII, trailing newline."""
-    return json.dumps(canonical(board), sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False) + "\n"
+    return (
+        json.dumps(canonical(board), sort_keys=True, indent=2, ensure_ascii=True, allow_nan=False)
+        + "\n"
+    )
 
 
 def board_from_store(
@@ -251,15 +272,18 @@ def board_from_store(
 
     Reads ``frame()`` (ok cells), the cells table (all statuses) and the runs table from the store,
     and ``DIR/benchmark.json`` / ``DIR/subset.json`` (written by the harness) for the benchmark
-    version, description, primary threat models and subset; the dataset hash comes from the cells'
-    config JSON. ``benchmark`` selects one benchmark id when the folder holds several; ``keys``
+    version, description, primary threat models and subset (the harness's saved ``board_meta`` wins
+    when it matches the cells); the dataset hash comes from the cells' config JSON. ``benchmark`` selects one benchmark id when the folder holds several; ``keys``
     (optional set of cell keys) restricts the board to those cells (e.g. the cells of the current
     definition, :func:`robench.harness.benchmark_frame`). ``meta`` overrides what is read."""
     from robench.store import Store, store_exists
 
     if not isinstance(store, Store) and not store_exists(store):
         raise DataError(f"expected a results folder with results.sqlite, got none at {store}")
-    st = store if isinstance(store, Store) else Store(store)
+    if not isinstance(store, Store):
+        with Store(store) as st:
+            return board_from_store(st, meta, benchmark, keys)
+    st = store
     frame, cells, runs = st.frame(status="ok"), st.cells(), st.runs()
     if keys is not None:
         keys = set(keys)
@@ -267,17 +291,31 @@ def board_from_store(
     have = sorted({str(b) for b in cells["benchmark"].dropna()})
     if benchmark is not None:
         if benchmark not in have:
-            raise DataError(f"expected a benchmark of the results folder ({', '.join(have) or 'none'}), got {benchmark!r} in --benchmark")
-        frame, cells = frame[frame["benchmark"] == benchmark], cells[cells["benchmark"] == benchmark]
+            raise DataError(
+                f"expected a benchmark of the results folder ({', '.join(have) or 'none'}), got {benchmark!r} in --benchmark"
+            )
+        frame, cells = (
+            frame[frame["benchmark"] == benchmark],
+            cells[cells["benchmark"] == benchmark],
+        )
         runs = runs[runs["benchmark"].astype(str) == benchmark]
     elif len(have) > 1:
-        raise DataError(f"expected one benchmark per board, got {len(have)} ({', '.join(have)}) in {st.path}; pass --benchmark ID")
+        raise DataError(
+            f"expected one benchmark per board, got {len(have)} ({', '.join(have)}) in {st.path}; pass --benchmark ID"
+        )
     bench_id = benchmark or (have[0] if have else None)
     derived = _store_meta(st.dir, bench_id, cells, runs)
+    saved = st.benchmark_meta() if callable(getattr(st, "benchmark_meta", None)) else {}
+    if saved.get("benchmark") == bench_id and saved.get("subset_hash") in set(
+        cells["subset_hash"].dropna()
+    ):
+        derived.update({k: v for k, v in saved.items() if v is not None})
     return build_board(frame, cells, {**derived, **(meta or {})})
 
 
-def _store_meta(folder: Path, bench_id: str | None, cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Any]:
+def _store_meta(
+    folder: Path, bench_id: str | None, cells: pd.DataFrame, runs: pd.DataFrame
+) -> dict[str, Any]:
     """benchmark id/version/description, primary threat models, subset, dataset hash and runs."""
     meta: dict[str, Any] = {"benchmark": bench_id, "runs": runs.to_dict("records")}
     b = _read_json(folder / "benchmark.json")
@@ -290,6 +328,7 @@ def _store_meta(folder: Path, bench_id: str | None, cells: pd.DataFrame, runs: p
     hashes = set(cells["subset_hash"].dropna()) if "subset_hash" in cells else set()
     if isinstance(sub, dict) and sub.get("sha256") in hashes and isinstance(sub.get("ids"), list):
         meta["subset_hash"], meta["subset_n"] = sub["sha256"], len(sub["ids"])
+        meta["subset_ids"] = [str(i) for i in sub["ids"]]
     prints = set()
     for cj in cells.get("config_json", pd.Series(dtype=object)).dropna():
         try:
@@ -301,7 +340,9 @@ def _store_meta(folder: Path, bench_id: str | None, cells: pd.DataFrame, runs: p
     if len(prints) == 1:
         meta["dataset_hash"] = prints.pop()
     elif prints:
-        raise DataError(f"expected one data set per board, got {len(prints)} fingerprints in the cells' config_json")
+        raise DataError(
+            f"expected one data set per board, got {len(prints)} fingerprints in the cells' config_json"
+        )
     return meta
 
 
@@ -316,7 +357,11 @@ def _read_json(path: Path) -> Any:
 
 
 def _fail(field: str, expected: str, got: Any) -> DataError:
-    g = type(got).__name__ if not isinstance(got, str | int | float) or isinstance(got, bool) else repr(got)
+    g = (
+        type(got).__name__
+        if not isinstance(got, str | int | float) or isinstance(got, bool)
+        else repr(got)
+    )
     if got is None:
         g = "null"
     return DataError(f"expected {expected}, got {g} in board field '{field}'")
@@ -324,7 +369,9 @@ def _fail(field: str, expected: str, got: Any) -> DataError:
 
 def _req(d: dict[str, Any], key: str, field: str) -> Any:
     if key not in d:
-        raise DataError(f"expected field {key!r}, got none in board field '{field or '<top level>'}'")
+        raise DataError(
+            f"expected field {key!r}, got none in board field '{field or '<top level>'}'"
+        )
     return d[key]
 
 
@@ -361,7 +408,11 @@ def _prop(p: Any, field: str) -> None:
         or any(isinstance(c, bool) or not isinstance(c, int | float) or not 0 <= c <= 1 for c in ci)
         or ci[0] > ci[1]
     ):  # fmt: skip
-        raise _fail(f"{field}.ci", "[lo, hi] with 0 <= lo <= hi <= 1", ci if not isinstance(ci, list) else str(ci))
+        raise _fail(
+            f"{field}.ci",
+            "[lo, hi] with 0 <= lo <= hi <= 1",
+            ci if not isinstance(ci, list) else str(ci),
+        )
 
 
 def validate_board(d: Any) -> None:
@@ -378,8 +429,17 @@ def validate_board(d: Any) -> None:
     _str(_req(sub, "hash", "subset"), "subset.hash", nullable=True)
     if not isinstance(_req(sub, "n", "subset"), int) or isinstance(sub["n"], bool) or sub["n"] < 0:
         raise _fail("subset.n", "an integer >= 0", sub["n"])
+    if "ids" in sub and (
+        not isinstance(sub["ids"], list)
+        or len(sub["ids"]) != sub["n"]
+        or not all(isinstance(i, str) for i in sub["ids"])
+    ):
+        raise _fail("subset.ids", f"a list of {sub['n']} sample id strings", sub["ids"])
     for i, t in enumerate(_list(_req(d, "threat_models", ""), "threat_models")):
-        _str(_req(_obj(t, f"threat_models[{i}]"), "name", f"threat_models[{i}]"), f"threat_models[{i}].name")
+        _str(
+            _req(_obj(t, f"threat_models[{i}]"), "name", f"threat_models[{i}]"),
+            f"threat_models[{i}].name",
+        )
     _obj(_req(d, "generated_by", ""), "generated_by")
     for i, e in enumerate(_list(_req(d, "entries", ""), "entries")):
         f = f"entries[{i}]"
@@ -405,10 +465,17 @@ def validate_board(d: Any) -> None:
     for i, t in enumerate(_list(_req(d, "transfer", ""), "transfer")):
         f = f"transfer[{i}]"
         t = _obj(t, f)
-        rows, cols = _list(_req(t, "surrogates", f), f"{f}.surrogates"), _list(_req(t, "victims", f), f"{f}.victims")
+        rows, cols = (
+            _list(_req(t, "surrogates", f), f"{f}.surrogates"),
+            _list(_req(t, "victims", f), f"{f}.victims"),
+        )
         mat = _list(_req(t, "success_rate", f), f"{f}.success_rate")
-        if len(mat) != len(rows) or any(not isinstance(r, list) or len(r) != len(cols) for r in mat):
-            raise _fail(f"{f}.success_rate", f"a {len(rows)} x {len(cols)} matrix", "a different shape")
+        if len(mat) != len(rows) or any(
+            not isinstance(r, list) or len(r) != len(cols) for r in mat
+        ):
+            raise _fail(
+                f"{f}.success_rate", f"a {len(rows)} x {len(cols)} matrix", "a different shape"
+            )
         for r, row in enumerate(mat):
             for c, p in enumerate(row):
                 if p is not None:
@@ -417,9 +484,13 @@ def validate_board(d: Any) -> None:
         f = f"eps_curves[{i}]"
         for j, p in enumerate(_list(_req(_obj(c, f), "points", f), f"{f}.points")):
             p = _obj(p, f"{f}.points[{j}]")
-            if isinstance(_req(p, "eps", f"{f}.points[{j}]"), bool) or not isinstance(p["eps"], int | float):
+            if isinstance(_req(p, "eps", f"{f}.points[{j}]"), bool) or not isinstance(
+                p["eps"], int | float
+            ):
                 raise _fail(f"{f}.points[{j}].eps", "a number", p["eps"])
-            _prop(_req(p, "robust_accuracy", f"{f}.points[{j}]"), f"{f}.points[{j}].robust_accuracy")
+            _prop(
+                _req(p, "robust_accuracy", f"{f}.points[{j}]"), f"{f}.points[{j}].robust_accuracy"
+            )
     for i, c in enumerate(_list(_req(d, "invalid_cells", ""), "invalid_cells")):
         f = f"invalid_cells[{i}]"
         c = _obj(c, f)
@@ -446,131 +517,6 @@ def read_board(path: str | Path) -> dict[str, Any]:
     return d
 
 
-# ---------------------------------------------------------------------- renderings
-
-
-def attack_columns(entries: list[dict[str, Any]]) -> list[str]:
-    """Attack keys of ``entries``, white-box first, then transfer, query, no-box; by name within."""
-    kinds: dict[str, str] = {}
-    for e in entries:
-        for k, a in e["attacks"].items():
-            kinds.setdefault(k, a["knowledge"])
-    return sorted(kinds, key=lambda k: (KNOWLEDGE_ORDER.get(kinds[k], 9), k))
-
-
-def fmt_prop(p: dict[str, Any] | None, with_n: bool = False) -> str:
-    """``"63.0 [55.1, 70.2]"`` in percent (``"—"`` when missing)."""
-    if p is None or p.get("value") is None:
-        return "—"
-    s = f"{100 * p['value']:.1f} [{100 * p['ci'][0]:.1f}, {100 * p['ci'][1]:.1f}]"
-    return f"{s} (n={p['n']})" if with_n else s
-
-
-def _md_cell(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def threat_groups(board: dict[str, Any]) -> list[tuple[str, bool, list[dict[str, Any]]]]:
-    """(threat name, primary, entries) per threat model, primary ones first."""
-    by: dict[str, list[dict[str, Any]]] = {}
-    for e in board["entries"]:
-        by.setdefault(e["threat"], []).append(e)
-    prim = {t["name"]: t.get("primary", True) for t in board["threat_models"]}
-    return sorted(((t, prim.get(t, True), es) for t, es in by.items()), key=lambda g: (not g[1], g[0]))
-
-
-def render_markdown(board: dict[str, Any]) -> str:
-    """Markdown: per threat model a victim x attack table of robust accuracy (%, 95% CI), clean
-    accuracy and worst case; then the transfer matrices, flags and invalid cells."""
-    b, ds, sub = board["benchmark"], board["dataset"], board["subset"]
-    ver = f" v{b['version']}" if b.get("version") is not None else ""
-    out = [f"# robench board: {b['id']}{ver}", ""]
-    if b.get("description"):
-        out += [b["description"], ""]
-    out += [
-        f"- dataset: {ds['name']} (sha256 {str(ds['hash'])[:16]})",
-        f"- subset: n = {sub['n']} (sha256 {str(sub['hash'])[:16]})",
-        f"- schema: {board['schema']}; generated by robench {board['generated_by']['robench']}",
-        "- numbers: accuracy in %, with the 95% Wilson interval; worst case = robust to every attack "
-        "of the row (per sample)",
-        "",
-    ]
-    for threat, primary, entries in threat_groups(board):
-        cols = attack_columns(entries)
-        out += [f"## Threat model {threat}" + ("" if primary else " (eps sweep)"), ""]
-        head = ["victim", "defense", "clean", *cols, "worst case", "flags"]
-        out += ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-        for e in sorted(entries, key=lambda e: (e["victim"], e["defense"])):
-            row = [e["victim"], e["defense"], fmt_prop(e["clean_accuracy"])]
-            row += [fmt_prop(e["attacks"][c]["robust_accuracy"]) if c in e["attacks"] else "—" for c in cols]
-            row += [fmt_prop(e["worst_case"], with_n=True), ", ".join(sorted({f["code"] for f in e["flags"]}))]
-            out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-        out.append("")
-    for t in board["transfer"]:
-        out += [f"## Transfer success rate: {t['attack']}, {t['threat']} (rows: surrogate, columns: victim)", ""]
-        out += ["| surrogate \\ victim | " + " | ".join(_md_cell(v) for v in t["victims"]) + " |"]
-        out += ["|" + "---|" * (len(t["victims"]) + 1)]
-        for s, row in zip(t["surrogates"], t["success_rate"], strict=True):
-            out.append("| " + " | ".join([_md_cell(s), *(fmt_prop(p) for p in row)]) + " |")
-        out.append("")
-    flags = [(e, f) for e in board["entries"] for f in e["flags"]]
-    if flags:
-        out += ["## Flags", ""]
-        out += [f"- {_md_cell(e['victim'])} / {_md_cell(e['defense'])} / {e['threat']}: **{f['code']}**: "
-                f"{_md_cell(f['message'])}" for e, f in flags]  # fmt: skip
-        out.append("")
-    if board["invalid_cells"]:
-        out += ["## Invalid and failed cells (excluded from every number)", ""]
-        out += [f"- {c['status']}: {c['attack']} on {c['victim']} ({c['threat']}, seed {c['seed']}): "
-                f"{_md_cell(c['reason'])}" for c in board["invalid_cells"]]  # fmt: skip
-        out.append("")
-    return "\n".join(out)
-
-
-CSV_COLUMNS = [
-    "benchmark", "threat", "primary", "victim", "defense", "weights_sha256",
-    "clean_accuracy", "clean_lo", "clean_hi", "clean_n",
-    "worst_case", "worst_case_lo", "worst_case_hi", "worst_case_n",
-    "attack_key", "attack", "knowledge", "surrogate", "seed",
-    "robust_accuracy", "robust_lo", "robust_hi", "n",
-    "success_rate", "success_lo", "success_hi", "n_eligible",
-    *[f"success_mean_{k}" for k in (*STAT_KEYS, "queries")],
-    *[f"eligible_mean_{k}" for k in (*STAT_KEYS, "queries")],
-    "flags",
-]  # fmt: skip
-
-
-def render_csv(board: dict[str, Any]) -> str:
-    """One row per entry x attack (columns :data:`CSV_COLUMNS`; empty = not available)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for e in board["entries"]:
-        base = {
-            "benchmark": board["benchmark"]["id"], "threat": e["threat"], "primary": e.get("primary", True),
-            "victim": e["victim"], "defense": e["defense"], "weights_sha256": e["weights_sha256"],
-            **_pcols("clean", e["clean_accuracy"], "clean_accuracy"), **_pcols("worst_case", e["worst_case"]),
-            "flags": ";".join(f["code"] for f in e["flags"]),
-        }  # fmt: skip
-        for key in attack_columns([e]):
-            a = e["attacks"][key]
-            row = dict(base, attack_key=key, attack=a["attack"], knowledge=a["knowledge"],
-                       surrogate=a["surrogate"], seed=a["seed"])  # fmt: skip
-            row.update(_pcols("robust", a["robust_accuracy"], "robust_accuracy"))
-            row.update(_pcols("success", a["success_rate"], "success_rate"))
-            row["n_eligible"] = row.pop("success_n")
-            for where in ("success", "eligible"):
-                for k, v in a["stats"][f"over_{where}"].items():
-                    row[f"{where}_mean_{k}"] = v
-            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
-
-
-def _pcols(prefix: str, p: dict[str, Any], value_name: str | None = None) -> dict[str, Any]:
-    n_name = "n" if prefix == "robust" else f"{prefix}_n"
-    return {value_name or prefix: p["value"], f"{prefix}_lo": p["ci"][0], f"{prefix}_hi": p["ci"][1], n_name: p["n"]}
-
-
 def write_board(board: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Validate ``board`` and write board.json/.md/.csv/.html and the figures into ``out_dir``
     (atomically). Returns the written paths."""
@@ -585,11 +531,16 @@ def write_board(board: dict[str, Any], out_dir: str | Path) -> list[Path]:
         atomic_write_text(out / "board.csv", render_csv(board)),
     ]
     figs = []
-    for name, draw in (("transfer_heatmap.png", figures.transfer_heatmap), ("robust_vs_eps.png", figures.robust_vs_eps)):
+    for name, draw in (
+        ("transfer_heatmap.png", figures.transfer_heatmap),
+        ("robust_vs_eps.png", figures.robust_vs_eps),
+    ):
         p = draw(board, out / name)
         if p is None:
             (out / name).unlink(missing_ok=True)
         else:
             figs.append(p)
-    paths.append(atomic_write_text(out / "board.html", render_html(board, figures=[p.name for p in figs])))
+    paths.append(
+        atomic_write_text(out / "board.html", render_html(board, figures=[p.name for p in figs]))
+    )
     return paths + figs

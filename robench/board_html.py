@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from robench.board import attack_columns, fmt_prop, threat_groups
+from robench.board_render import attack_columns, fmt_prop, threat_groups
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1400px}
@@ -59,8 +59,14 @@ def _prop_td(p: dict[str, Any] | None) -> str:
 
 
 def _table(head: list[str], rows: list[str], text_cols: int) -> str:
-    ths = "".join(f'<th{" class=t" if i < text_cols else ""}>{escape(h)}</th>' for i, h in enumerate(head))
-    return f'<table class="sortable"><thead><tr>{ths}</tr></thead><tbody>\n' + "\n".join(rows) + "\n</tbody></table>"
+    ths = "".join(
+        f"<th{' class=t' if i < text_cols else ''}>{escape(h)}</th>" for i, h in enumerate(head)
+    )
+    return (
+        f'<table class="sortable"><thead><tr>{ths}</tr></thead><tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
 
 
 def render_html(board: dict[str, Any], figures: list[str] | tuple[str, ...] = ()) -> str:
@@ -89,7 +95,10 @@ def render_html(board: dict[str, Any], figures: list[str] | tuple[str, ...] = ()
         parts.append(f"<h2>Threat model {escape(threat)}{'' if primary else ' (eps sweep)'}</h2>")
         rows = []
         for e in entries:
-            cells = [_td(e["victim"], e["victim"], "t", e.get("weights_sha256") or ""), _td(e["defense"], e["defense"], "t")]
+            cells = [
+                _td(e["victim"], e["victim"], "t", e.get("weights_sha256") or ""),
+                _td(e["defense"], e["defense"], "t"),
+            ]
             cells.append(_prop_td(e["clean_accuracy"]))
             for c in cols:
                 a = e["attacks"].get(c)
@@ -122,10 +131,16 @@ def render_html(board: dict[str, Any], figures: list[str] | tuple[str, ...] = ()
     if board["invalid_cells"]:
         parts.append("<h2>Invalid and failed cells (excluded from every number)</h2>")
         rows = [
-            "<tr>" + "".join(_td(c.get(k), c.get(k), "t") for k in ("status", "victim", "attack", "threat", "seed", "reason")) + "</tr>"
+            "<tr>"
+            + "".join(
+                _td(c.get(k), c.get(k), "t")
+                for k in ("status", "victim", "attack", "surrogate", "threat", "seed", "reason")
+            )
+            + "</tr>"
             for c in board["invalid_cells"]
         ]
-        parts.append(_table(["status", "victim", "attack", "threat", "seed", "reason"], rows, 6))
+        head = ["status", "victim", "attack", "surrogate", "threat", "seed", "reason"]
+        parts.append(_table(head, rows, 7))
     if figures:
         parts.append("<h2>Figures</h2><p>" + " · ".join(
             f'<a href="{escape(f)}">{escape(f)}</a>' for f in figures) + "</p>")  # fmt: skip

@@ -24,7 +24,9 @@ DPI = 110
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Write ``fig`` as PNG atomically (no software/date metadata) and close it."""
     try:
-        return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI, metadata={"Software": None}))
+        return atomic_write(
+            path, lambda p: fig.savefig(p, format="png", dpi=DPI, metadata={"Software": None})
+        )
     finally:
         plt.close(fig)
 
@@ -41,12 +43,19 @@ def transfer_heatmap(board: dict[str, Any], path: str | Path) -> Path | None:
     widths = [max(3.2, 1.0 + 0.9 * len(m["victims"])) for m in mats]
     heights = [max(2.6, 1.3 + 0.55 * len(m["surrogates"])) for m in mats]
     fig, axes = plt.subplots(
-        nrow, ncol, figsize=(ncol * max(widths) + 1.2, nrow * max(heights) + 0.6), squeeze=False, layout="constrained"
+        nrow,
+        ncol,
+        figsize=(ncol * max(widths) + 1.2, nrow * max(heights) + 0.6),
+        squeeze=False,
+        layout="constrained",
     )
     im = None
     for ax, m in zip(axes.flat, mats, strict=False):
         vals = np.array(
-            [[np.nan if p is None or p["value"] is None else 100 * p["value"] for p in row] for row in m["success_rate"]],
+            [
+                [np.nan if p is None or p["value"] is None else 100 * p["value"] for p in row]
+                for row in m["success_rate"]
+            ],
             dtype=float,
         ).reshape(len(m["surrogates"]), len(m["victims"]))
         im = ax.imshow(np.ma.masked_invalid(vals), cmap="magma", vmin=0, vmax=100, aspect="auto")
@@ -60,7 +69,7 @@ def transfer_heatmap(board: dict[str, Any], path: str | Path) -> Path | None:
                 n = m["success_rate"][r][c]["n"]
                 ax.text(c, r, f"{v:.0f}%\nn={n}", ha="center", va="center", fontsize=7,
                         color="black" if v > 60 else "white")  # fmt: skip
-    for ax in list(axes.flat)[len(mats):]:
+    for ax in list(axes.flat)[len(mats) :]:
         ax.set_visible(False)
     fig.colorbar(im, ax=axes.ravel().tolist(), label="transfer success rate (%)", shrink=0.8)
     fig.suptitle(f"Transfer success: {board['benchmark']['id']}", fontsize=10)
@@ -74,7 +83,9 @@ def robust_vs_eps(board: dict[str, Any], path: str | Path) -> Path | None:
     if not curves:
         return None
     families = sorted({c["family"] for c in curves})
-    fig, axes = plt.subplots(1, len(families), figsize=(6.5 * len(families) + 2.5, 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(families), figsize=(6.5 * len(families) + 2.5, 4.2), squeeze=False
+    )
     cmap = plt.get_cmap("tab10")
     victims = sorted({(c["victim"], c["defense"]) for c in curves})
     attacks = sorted({c["attack"] for c in curves if c["attack"] != "worst-case"})
@@ -102,14 +113,20 @@ def robust_vs_eps(board: dict[str, Any], path: str | Path) -> Path | None:
         ax.set_title(_family_title(fam), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.suptitle(f"Robust accuracy against eps: {board['benchmark']['id']} (bands: 95% Wilson)", fontsize=10)
+    fig.suptitle(
+        f"Robust accuracy against eps: {board['benchmark']['id']} (bands: 95% Wilson)", fontsize=10
+    )
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 def _unit(board: dict[str, Any], curves: list[dict[str, Any]]) -> str:
     names = {p["threat"] for c in curves for p in c["points"]}
-    units = {t.get("unit") for t in board.get("threat_models", []) if t["name"] in names and t.get("unit")}
+    units = {
+        t.get("unit")
+        for t in board.get("threat_models", [])
+        if t["name"] in names and t.get("unit")
+    }
     return units.pop() if len(units) == 1 else "data units"
 
 
@@ -118,7 +135,11 @@ def _family_title(family: str) -> str:
         import json
 
         d = json.loads(family)
-        keep = {k: v for k, v in d.items() if v not in (None, False) and k not in ("topology", "unit", "bone_tolerance")}
+        keep = {
+            k: v
+            for k, v in d.items()
+            if v not in (None, False) and k not in ("topology", "unit", "bone_tolerance")
+        }
         if d.get("preserve_bones"):
             keep["bone_tolerance"] = d.get("bone_tolerance")
         return ", ".join(f"{k}={v}" for k, v in sorted(keep.items()))

@@ -18,7 +18,6 @@ fingerprint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.animation import PillowWriter  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from robench.errors import DataError  # noqa: E402
 from robench.io import atomic_write  # noqa: E402
@@ -52,7 +52,9 @@ _CLEAN, _ADV, _GHOST = "#2b5d8a", "#b23a2e", "#9db4c8"
 def _np(x: torch.Tensor | np.ndarray, field: str, topology: Topology) -> np.ndarray:
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if a.ndim != 4 or a.shape[0] != 3 or a.shape[2] != topology.num_joints:
-        raise DataError(f"expected shape (3, T, {topology.num_joints}, M), got {tuple(a.shape)} in {field}")
+        raise DataError(
+            f"expected shape (3, T, {topology.num_joints}, M), got {tuple(a.shape)} in {field}"
+        )
     if not np.isfinite(a).all():
         raise DataError(f"expected finite coordinates, got NaN/inf in {field}")
     return a.astype(np.float64)
@@ -68,12 +70,16 @@ def _pick(idx: np.ndarray, k: int) -> np.ndarray:
 class _Scene:
     """Shared geometry of one clean/adversarial pair: presence, displacement, limits, colours."""
 
-    def __init__(self, xc: np.ndarray, xa: np.ndarray, topology: Topology, unit: str, view: str) -> None:
+    def __init__(
+        self, xc: np.ndarray, xa: np.ndarray, topology: Topology, unit: str, view: str
+    ) -> None:
         self.xc, self.xa, self.topology, self.view = xc, xa, topology, view
         self.present = (xc != 0).any(axis=(0, 2)) | (xa != 0).any(axis=(0, 2))  # (T, M)
         self.frames = np.nonzero(self.present.any(axis=1))[0]
         if len(self.frames) == 0:
-            raise DataError("expected at least one non-padding frame, got an all-zero clip in x_clean")
+            raise DataError(
+                "expected at least one non-padding frame, got an all-zero clip in x_clean"
+            )
         scale = _CM_PER_UNIT.get(unit, 1.0)
         self.disp_unit = "cm" if unit in _CM_PER_UNIT else unit
         self.disp = np.linalg.norm(xa - xc, axis=0) * scale  # (T, V, M)
@@ -116,25 +122,82 @@ class _Scene:
         else:
             ax.add_collection(LineCollection(segs, colors=colour, linewidths=lw, alpha=alpha))
 
+    def titles(self, ax_c: Any, ax_a: Any, t: int, size: float = 8) -> None:
+        ax_c.set_title(f"clean  (frame {t + 1}/{len(self.present)})", fontsize=size)
+        ax_a.set_title(
+            f"adversarial  (max {self.disp[t].max():.2f} {self.disp_unit})", fontsize=size
+        )
+
     def draw(self, ax_c: Any, ax_a: Any, t: int) -> None:
-        """Draw time step ``t`` on the clean and adversarial axes (cleared first)."""
+        """Draw time step ``t`` on the clean and adversarial axes (cleared first; any view)."""
         for ax in (ax_c, ax_a):
             ax.cla()
             self.axes_limits(ax)
         for m in np.nonzero(self.present[t])[0]:
             c, a = self.xc[:, t, :, m], self.xa[:, t, :, m]
             self._bones(ax_c, c, _CLEAN, 2.0)
-            qc = self._xy(c)
-            ax_c.scatter(*qc.T, s=10, color=_CLEAN, zorder=3)
+            ax_c.scatter(*self._xy(c).T, s=10, color=_CLEAN, zorder=3)
             self._bones(ax_a, c, _GHOST, 1.2, alpha=0.6)
             self._bones(ax_a, a, _ADV, 2.0)
             d = self.disp[t, :, m]
-            qa = self._xy(a)
-            ax_a.scatter(*qa.T, s=8 + 110 * d / self.dmax, c=d, cmap=self.cmap, vmin=0, vmax=self.dmax,
-                         edgecolors="black", linewidths=0.3, zorder=4)  # fmt: skip
-        n = len(self.present)
-        ax_c.set_title(f"clean  (frame {t + 1}/{n})", fontsize=8)
-        ax_a.set_title(f"adversarial  (max {self.disp[t].max():.2f} {self.disp_unit})", fontsize=8)
+            ax_a.scatter(*self._xy(a).T, s=6 + 70 * d / self.dmax, c=d, cmap=self.cmap, vmin=0,
+                         vmax=self.dmax, edgecolors="black", linewidths=0.3, zorder=4)  # fmt: skip
+        self.titles(ax_c, ax_a, t)
+
+    def panel(self, ax_c: Any, ax_a: Any) -> Any:
+        """A function ``update(t)`` redrawing time step ``t`` on this pair of axes. The front view
+        creates its artists once and only moves them (much faster for animations)."""
+        if self.view == "3d":
+            return lambda t: self.draw(ax_c, ax_a, t)
+        for ax in (ax_c, ax_a):
+            self.axes_limits(ax)
+        bodies = range(self.xc.shape[3])
+
+        def lines(ax: Any, colour: str, lw: float, alpha: float = 1.0) -> list[Any]:
+            return [
+                ax.add_collection(LineCollection([], colors=colour, linewidths=lw, alpha=alpha))
+                for _ in bodies
+            ]
+
+        clean_l, ghost_l, adv_l = (
+            lines(ax_c, _CLEAN, 2.0),
+            lines(ax_a, _GHOST, 1.2, 0.6),
+            lines(ax_a, _ADV, 2.0),
+        )
+        clean_p = [ax_c.scatter([], [], s=10, color=_CLEAN, zorder=3) for _ in bodies]
+        adv_p = [
+            ax_a.scatter(
+                [],
+                [],
+                c=[],
+                cmap=self.cmap,
+                vmin=0,
+                vmax=self.dmax,
+                edgecolors="black",
+                linewidths=0.3,
+                zorder=4,
+            )  # fmt: skip
+            for _ in bodies
+        ]
+
+        def update(t: int) -> None:
+            for m in bodies:
+                on = bool(self.present[t, m])
+                for art in (clean_l[m], ghost_l[m], adv_l[m], clean_p[m], adv_p[m]):
+                    art.set_visible(on)
+                if not on:
+                    continue
+                qc, qa = self._xy(self.xc[:, t, :, m]), self._xy(self.xa[:, t, :, m])
+                for art, q in ((clean_l[m], qc), (ghost_l[m], qc), (adv_l[m], qa)):
+                    art.set_segments(np.stack([q[self.child], q[self.parent]], axis=1))
+                clean_p[m].set_offsets(qc)
+                d = self.disp[t, :, m]
+                adv_p[m].set_offsets(qa)
+                adv_p[m].set_sizes(6 + 70 * d / self.dmax)
+                adv_p[m].set_array(d)
+            self.titles(ax_c, ax_a, t)
+
+        return update
 
     def colorbar(self, fig: Any, axes: Any) -> None:
         sm = plt.cm.ScalarMappable(cmap=self.cmap, norm=plt.Normalize(0, self.dmax))
@@ -153,21 +216,30 @@ def render_pair(
     view: str = "front",
     max_gif_frames: int = 64,
     fps: int = 10,
+    progress: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``OUT_PREFIX.gif`` (animated, clean | adversarial) and ``OUT_PREFIX.png`` (a strip of
-    ``frames`` time steps) for one sample; x_clean, x_adv: (3, T, V, M). Returns (gif, png)."""
+    ``frames`` time steps) for one sample; x_clean, x_adv: (3, T, V, M). Returns (gif, png).
+    ``progress`` shows a bar over the GIF frames."""
     if not HAVE_PIL:  # pragma: no cover
-        raise DataError("expected Pillow (a matplotlib dependency) to be importable, got ImportError in render_pair")
+        raise DataError(
+            "expected Pillow (a matplotlib dependency) to be importable, got ImportError in render_pair"
+        )
     if view not in ("front", "3d"):
         raise DataError(f"expected view 'front' or '3d', got {view!r} in render_pair")
     if frames < 1 or max_gif_frames < 1 or fps < 1:
-        raise DataError(f"expected frames, max_gif_frames, fps >= 1, got {frames}, {max_gif_frames}, {fps} in render_pair")
+        raise DataError(
+            f"expected frames, max_gif_frames, fps >= 1, got {frames}, {max_gif_frames}, {fps} in render_pair"
+        )
     xc, xa = _np(x_clean, "x_clean", topology), _np(x_adv, "x_adv", topology)
     if xc.shape != xa.shape:
         raise DataError(f"expected x_adv of shape {xc.shape} (as x_clean), got {xa.shape} in x_adv")
     scene = _Scene(xc, xa, topology, unit, view)
     out_prefix = Path(out_prefix)
-    gif, png = out_prefix.with_name(out_prefix.name + ".gif"), out_prefix.with_name(out_prefix.name + ".png")
+    gif, png = (
+        out_prefix.with_name(out_prefix.name + ".gif"),
+        out_prefix.with_name(out_prefix.name + ".png"),
+    )
     kw = {"projection": "3d"} if view == "3d" else {}
 
     # animated GIF: one frame per drawn time step
@@ -175,14 +247,20 @@ def render_pair(
     fig.suptitle(title, fontsize=9)
     scene.colorbar(fig, [ax_c, ax_a])
     steps = _pick(scene.frames, max_gif_frames)
+    update = scene.panel(ax_c, ax_a)
+    update(int(steps[0]))
+    fig.canvas.draw()
+    fig.set_layout_engine("none")  # freeze the layout of the first frame: same axes in every frame
 
     def write_gif(tmp: Path) -> None:
         gif_tmp = tmp.with_name(tmp.name + ".gif")  # PIL picks the format from the suffix
         writer = PillowWriter(fps=fps)
         try:
             with writer.saving(fig, str(gif_tmp), dpi=80):
-                for t in steps:
-                    scene.draw(ax_c, ax_a, int(t))
+                for t in tqdm(
+                    steps, desc="frames", unit="frame", disable=not progress, leave=False
+                ):
+                    update(int(t))
                     writer.grab_frame()
             os.replace(gif_tmp, tmp)
         finally:
@@ -198,13 +276,15 @@ def render_pair(
     fig, axes = plt.subplots(2, len(cols), figsize=(2.1 * len(cols) + 1.2, 4.8), squeeze=False,
                              subplot_kw=kw, layout="constrained")  # fmt: skip
     for j, t in enumerate(cols):
-        scene.draw(axes[0, j], axes[1, j], int(t))
+        scene.panel(axes[0, j], axes[1, j])(int(t))
         axes[0, j].set_title(f"clean, frame {t + 1}", fontsize=7)
         axes[1, j].set_title(f"adv., max {scene.disp[t].max():.2f} {scene.disp_unit}", fontsize=7)
     scene.colorbar(fig, axes.ravel().tolist())
     fig.suptitle(title, fontsize=9)
     try:
-        atomic_write(png, lambda p: fig.savefig(p, format="png", dpi=100, metadata={"Software": None}))
+        atomic_write(
+            png, lambda p: fig.savefig(p, format="png", dpi=100, metadata={"Software": None})
+        )
     finally:
         plt.close(fig)
     return gif, png
@@ -225,11 +305,6 @@ class Pair:
     cell: dict[str, Any]
 
 
-def _sha256_json(obj: Any) -> str:
-    """sha256 of canonical JSON, as ``robench.harness.sha256_json``."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
 def select_cell(cells: Any, attack: str, victim: str | None = None, threat: str | None = None,
                 seed: int | None = None) -> dict[str, Any]:  # fmt: skip
     """The one ok cell matching ``attack`` (name, or ``name<-surrogate`` for a transfer cell) and the
@@ -240,9 +315,20 @@ def select_cell(cells: Any, attack: str, victim: str | None = None, threat: str 
     if sur:
         sel = sel[sel["surrogate"] == sur]
     if sel.empty:
-        have = sorted({a if not s else f"{a}<-{s}" for a, s in zip(ok["attack"], ok["surrogate"].fillna(""), strict=True)})
-        raise DataError(f"expected an attack of the results folder ({', '.join(have) or 'none'}), got {attack!r} in --attack")
-    for col, want, opt in (("victim", victim, "--victim"), ("threat", threat, "--threat"), ("seed", seed, "--seed")):
+        have = sorted(
+            {
+                a if not s else f"{a}<-{s}"
+                for a, s in zip(ok["attack"], ok["surrogate"].fillna(""), strict=True)
+            }
+        )
+        raise DataError(
+            f"expected an attack of the results folder ({', '.join(have) or 'none'}), got {attack!r} in --attack"
+        )
+    for col, want, opt in (
+        ("victim", victim, "--victim"),
+        ("threat", threat, "--threat"),
+        ("seed", seed, "--seed"),
+    ):
         if want is None:
             continue
         sub = sel[sel[col].astype(str) == str(want)]
@@ -254,7 +340,9 @@ def select_cell(cells: Any, attack: str, victim: str | None = None, threat: str 
         opts = sorted({f"--victim {r.victim} --threat {r.threat} --seed {r.seed}"
                        + (f" (surrogate {r.surrogate})" if isinstance(r.surrogate, str) and r.surrogate else "")
                        for r in sel.itertuples()})  # fmt: skip
-        raise DataError(f"expected one cell for attack {attack!r}, got {len(sel)}; choose with e.g. {opts[0]}")
+        raise DataError(
+            f"expected one cell for attack {attack!r}, got {len(sel)}; choose with one of: {'; '.join(opts[:4])}"
+        )
     return sel.iloc[0].to_dict()
 
 
@@ -267,7 +355,9 @@ def _adv_file(folder: Path, cell: dict[str, Any]) -> Path:
     if cfg.get("surrogate"):
         gen = {k: v for k, v in cfg.items() if k != "victim"}
         gen["kind"] = "transfer-generation"
-        shared = cache / f"transfer-{_sha256_json(gen)}.pt"
+        from robench.harness import sha256_json
+
+        shared = cache / f"transfer-{sha256_json(gen)}.pt"
         if shared.exists():
             return shared
     raise DataError(
@@ -280,15 +370,23 @@ def _adv_file(folder: Path, cell: dict[str, Any]) -> Path:
 def _dataset(folder: Path, cell: dict[str, Any]) -> Any:
     from robench.benchmark import DatasetSpec
 
-    b = json.loads((folder / "benchmark.json").read_text()) if (folder / "benchmark.json").exists() else None
+    b = (
+        json.loads((folder / "benchmark.json").read_text())
+        if (folder / "benchmark.json").exists()
+        else None
+    )
     if not isinstance(b, dict) or not isinstance(b.get("dataset"), dict):
-        raise DataError(f"expected the harness's benchmark.json with a 'dataset' field, got none in {folder}")
+        raise DataError(
+            f"expected the harness's benchmark.json with a 'dataset' field, got none in {folder}"
+        )
     d = dict(b["dataset"])
     if "path" in d:
         spec = DatasetSpec(name=Path(d["path"]).stem, path=d["path"])
     else:
         name, seed = d.pop("name", "synth-ntu25"), int(d.pop("seed", 0))
-        spec = DatasetSpec(name=name, seed=seed, options=tuple(sorted((k, int(v)) for k, v in d.items())))
+        spec = DatasetSpec(
+            name=name, seed=seed, options=tuple(sorted((k, int(v)) for k, v in d.items()))
+        )
     data = spec.open()
     want = json.loads(cell.get("config_json") or "{}").get("dataset", {}).get("fingerprint")
     if want and data.fingerprint() != want:
@@ -312,12 +410,20 @@ def load_pair(results_dir: str | Path, sample_id: str, attack: str, victim: str 
         rows = st.samples(cell["cell_key"])
     row = rows[rows["sample_id"] == sample_id]
     if row.empty:
-        raise DataError(f"expected a sample id of the cell's subset (e.g. {rows['sample_id'].iloc[0]!r}), got {sample_id!r} in --sample")
+        raise DataError(
+            f"expected a sample id of the cell's subset (e.g. {rows['sample_id'].iloc[0]!r}), got {sample_id!r} in --sample"
+        )
     row = row.iloc[0]
     path = _adv_file(folder, cell)
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "ids" not in payload or not isinstance(payload.get("x_adv"), torch.Tensor):
-        raise DataError(f"expected a dict with 'ids' and tensor 'x_adv', got {type(payload).__name__} in {path}")
+    if (
+        not isinstance(payload, dict)
+        or "ids" not in payload
+        or not isinstance(payload.get("x_adv"), torch.Tensor)
+    ):
+        raise DataError(
+            f"expected a dict with 'ids' and tensor 'x_adv', got {type(payload).__name__} in {path}"
+        )
     ids = list(payload["ids"])
     if sample_id not in ids:
         raise DataError(
@@ -333,7 +439,11 @@ def load_pair(results_dir: str | Path, sample_id: str, attack: str, victim: str 
         i = int(i)
         return names[i] if 0 <= i < len(names) else str(i)
 
-    sur = f"<-{cell['surrogate']}" if isinstance(cell.get("surrogate"), str) and cell["surrogate"] else ""
+    sur = (
+        f"<-{cell['surrogate']}"
+        if isinstance(cell.get("surrogate"), str) and cell["surrogate"]
+        else ""
+    )
     verdict = "success" if bool(row["success"]) else "no success"
     title = (
         f"{sample_id}: {cell['attack']}{sur} on {cell['victim']} ({cell['threat']})  "
