@@ -21,7 +21,9 @@ Defaults (``Config`` fields; ε comes from the threat model):
 
 Departures from the TASAR benchmark's copies (deliberate): DIM back-propagates through the transform
 (the benchmark differentiates w.r.t. the already-transformed copy); MIG multiplies by ``(x − b)`` as
-integrated gradients require; SVRE runs the real inner loop (the benchmark's copy has none).
+integrated gradients require, from a per-channel minimum baseline instead of zeros (centred skeletons
+have coordinates of both signs, see :class:`MIG`); SVRE runs the real inner loop (the benchmark's
+copy has none).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import torch
 from torch import Tensor
 
 from robench import transfer_ops as ops
-from robench.access import Knowledge
+from robench.access import Knowledge, Transfer
 from robench.attack import Attack, AttackConfig, register_attack
 from robench.errors import ConfigError
+from robench.threat import ThreatModel
 
 
 def _surrogates(access: Any) -> tuple[torch.nn.Module, ...]:
@@ -45,7 +48,7 @@ def _surrogates(access: Any) -> tuple[torch.nn.Module, ...]:
 def _check_common(cfg: Any, name: str) -> None:
     src = f"attack {name!r} config"
     ops.require_int(cfg.steps, "steps", src)
-    ops.require_float(cfg.alpha_factor, "alpha_factor", src)
+    ops.require_float(cfg.alpha_factor, "alpha_factor", src, low_open=True)
     if hasattr(cfg, "decay"):
         ops.require_float(cfg.decay, "decay", src)
 
@@ -86,7 +89,15 @@ class TransferIFGSM(Attack):
     supports_targeted = True
     Config = IFGSMConfig
 
-    def run(self, access, x, y, threat, generator, target):  # noqa: D102
+    def run(
+        self,
+        access: Transfer,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+        target: Tensor | None,
+    ) -> Tensor:
         models = _surrogates(access)
         tgt = target if self.config.targeted else None
         return ops.momentum_iterate(
@@ -131,7 +142,15 @@ class TransferMIFGSM(Attack):
     supports_targeted = True
     Config = MIFGSMConfig
 
-    def run(self, access, x, y, threat, generator, target):  # noqa: D102
+    def run(
+        self,
+        access: Transfer,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+        target: Tensor | None,
+    ) -> Tensor:
         models = _surrogates(access)
         tgt = target if self.config.targeted else None
         return ops.momentum_iterate(
@@ -171,7 +190,9 @@ class EnsembleConfig(AttackConfig):
             for w in ws:
                 ops.require_float(w, "weights", src)
             if not ws or sum(ws) <= 0:
-                raise ConfigError(f"expected weights with a positive sum, got {ws!r} in {src} field 'weights'")
+                raise ConfigError(
+                    f"expected weights with a positive sum, got {ws!r} in {src} field 'weights'"
+                )
             object.__setattr__(self, "weights", tuple(float(w) for w in ws))
 
 
@@ -191,7 +212,15 @@ class Ensemble(Attack):
     supports_targeted = True
     Config = EnsembleConfig
 
-    def run(self, access, x, y, threat, generator, target):  # noqa: D102
+    def run(
+        self,
+        access: Transfer,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+        target: Tensor | None,
+    ) -> Tensor:
         models = _surrogates(access)
         cfg = self.config
         tgt = target if cfg.targeted else None
@@ -260,7 +289,15 @@ class MIG(Attack):
     supports_targeted = True
     Config = MIGConfig
 
-    def run(self, access, x, y, threat, generator, target):  # noqa: D102
+    def run(
+        self,
+        access: Transfer,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+        target: Tensor | None,
+    ) -> Tensor:
         models = _surrogates(access)
         cfg = self.config
         labels = target if cfg.targeted else y
@@ -273,7 +310,9 @@ class MIG(Attack):
             return sign * p.gather(1, labels.repeat(rep).view(-1, 1)).squeeze(1)
 
         def grad(z: Tensor, _t: int) -> Tensor:
-            return ops.integrated_gradient(prob, z, ops.ig_baseline(z, present, cfg.baseline), cfg.ig_steps)
+            return ops.integrated_gradient(
+                prob, z, ops.ig_baseline(z, present, cfg.baseline), cfg.ig_steps
+            )
 
         return ops.momentum_iterate(x, threat, grad, cfg.steps, _step(cfg, threat), cfg.decay)
 
@@ -328,7 +367,9 @@ def diverse_inputs(
     joints, zero, mats = ops.random_joint_corruption(n, v, cfg.corrupt_frac, generator, x)
     xt = ops.temporal_crop_resize(x, start, length, valid, present)
     xt = torch.where(
-        use_shear.view(n, 1, 1, 1, 1), ops.shear(xt, shear_m), ops.joint_corruption(xt, joints, zero, mats)
+        use_shear.view(n, 1, 1, 1, 1),
+        ops.shear(xt, shear_m),
+        ops.joint_corruption(xt, joints, zero, mats),
     )
     return torch.where(apply.view(n, 1, 1, 1, 1), xt, x)
 
@@ -353,7 +394,15 @@ class DIM(Attack):
     supports_targeted = True
     Config = DIMConfig
 
-    def run(self, access, x, y, threat, generator, target):  # noqa: D102
+    def run(
+        self,
+        access: Transfer,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+        target: Tensor | None,
+    ) -> Tensor:
         models = _surrogates(access)
         cfg = self.config
         tgt = target if cfg.targeted else None
@@ -393,7 +442,7 @@ class SVREConfig(AttackConfig):
         src = "attack 'svre' config"
         if self.inner_steps is not None:
             ops.require_int(self.inner_steps, "inner_steps", src)
-        ops.require_float(self.inner_alpha_factor, "inner_alpha_factor", src)
+        ops.require_float(self.inner_alpha_factor, "inner_alpha_factor", src, low_open=True)
         ops.require_float(self.inner_decay, "inner_decay", src)
 
 
@@ -421,7 +470,15 @@ class SVRE(Attack):
     supports_targeted = True
     Config = SVREConfig
 
-    def run(self, access, x, y, threat, generator, target):  # noqa: D102
+    def run(
+        self,
+        access: Transfer,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+        target: Tensor | None,
+    ) -> Tensor:
         models = _surrogates(access)
         cfg = self.config
         tgt = target if cfg.targeted else None
@@ -434,11 +491,14 @@ class SVRE(Attack):
         outer_m = torch.zeros_like(x)
         for _ in range(cfg.steps):
             anchors = [
-                ops.input_gradient(lambda z, m=m: ops.attack_objective(m(z), y, tgt), x_adv) * allowed
+                ops.input_gradient(lambda z, m=m: ops.attack_objective(m(z), y, tgt), x_adv)
+                * allowed
                 for m in models
             ]
             g_ens = torch.stack(anchors).mean(0)
-            ks = torch.randint(k_models, (inner,), generator=generator, device=generator.device).tolist()
+            ks = torch.randint(
+                k_models, (inner,), generator=generator, device=generator.device
+            ).tolist()
             x_in = x_adv.clone()
             inner_m = torch.zeros_like(x)
             for k in ks:

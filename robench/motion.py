@@ -57,9 +57,11 @@ from torch import Tensor
 
 from robench.errors import ConfigError, DataError
 from robench.skeleton import presence_mask
+from robench.transfer_ops import mean_abs_normalize
+
+__all__ = ["TVARFit", "fit_tvar", "mean_abs_normalize", "motion_gradient"]
 
 _ABS_RIDGE = 1e-12
-_TINY = 1e-12
 
 
 @dataclass(frozen=True)
@@ -156,10 +158,14 @@ def fit_tvar(
         raise ConfigError(f"expected ridge >= 0, got {ridge!r} in fit_tvar")
     if chunk < 1:
         raise ConfigError(f"expected chunk >= 1, got {chunk!r} in fit_tvar")
-    parts = [_fit_chunk(xc, bandwidth, bandwidth_frac, min_bandwidth, ridge) for xc in x.split(chunk)]
+    parts = [
+        _fit_chunk(xc, bandwidth, bandwidth_frac, min_bandwidth, ridge) for xc in x.split(chunk)
+    ]
     if len(parts) == 1:
         return parts[0]
-    return TVARFit(*(torch.cat([getattr(p, f) for p in parts]) for f in TVARFit.__dataclass_fields__))
+    return TVARFit(
+        *(torch.cat([getattr(p, f) for p in parts]) for f in TVARFit.__dataclass_fields__)
+    )
 
 
 def _fit_chunk(
@@ -175,7 +181,15 @@ def _fit_chunk(
     eq1 = (p & p1).to(torch.float64).unsqueeze(2)
     # lagged products; channel order: 11, 12, 22, 01, 02 (AR(2) equations), 11, 01 (AR(1) equations)
     prods = torch.stack(
-        [x1 * x1 * eq2, x1 * x2 * eq2, x2 * x2 * eq2, xs * x1 * eq2, xs * x2 * eq2, x1 * x1 * eq1, xs * x1 * eq1],
+        [
+            x1 * x1 * eq2,
+            x1 * x2 * eq2,
+            x2 * x2 * eq2,
+            xs * x1 * eq2,
+            xs * x2 * eq2,
+            x1 * x1 * eq1,
+            xs * x1 * eq1,
+        ],
         dim=3,
     )  # (N, M, CV, 7, T)
     if bandwidth is None:
@@ -183,7 +197,8 @@ def _fit_chunk(
     else:
         h = torch.full((n, m), float(bandwidth), dtype=torch.float64, device=x.device)
     tt = torch.arange(t, dtype=torch.float64, device=x.device)
-    d = (tt[:, None] - tt[None, :]).expand(n, m, t, t) / h[..., None, None]  # (t - t0)/h: (N, M, t, t0)
+    hh = h[..., None, None]
+    d = (tt[:, None] - tt[None, :]).expand(n, m, t, t) / hh  # (t - t0)/h: (N, M, t, t0)
     k0 = torch.exp(-0.5 * d * d)
     k1 = k0 * d
     k2 = k1 * d
@@ -224,14 +239,14 @@ def _fit_chunk(
         return s.reshape(n, m, c, v, t).permute(0, 2, 4, 3, 1).to(torch.float32).contiguous()
 
     return TVARFit(
-        a1=back(a1), a2=back(a2), b=back(b), j1=back(j1), j2=back(j2), present=present, bandwidth=h.float()
+        a1=back(a1),
+        a2=back(a2),
+        b=back(b),
+        j1=back(j1),
+        j2=back(j2),
+        present=present,
+        bandwidth=h.float(),
     )
-
-
-def mean_abs_normalize(g: Tensor) -> Tensor:
-    """``N(g) = g / mean|g|`` per sample (mean over all non-batch coordinates); zero stays zero."""
-    scale = g.abs().flatten(1).mean(1).clamp_min(_TINY)
-    return g / scale.view(-1, *([1] * (g.dim() - 1)))
 
 
 def motion_gradient(g: Tensor, j1: Tensor, j2: Tensor, present: Tensor | None = None) -> Tensor:

@@ -11,7 +11,8 @@ surrogate modules a :class:`~robench.access.Transfer` access grants; nothing her
   ``torch.autograd.grad`` (no parameter ``.grad`` is ever touched).
 - The momentum iteration (:func:`momentum_iterate`) shared by I-FGSM, MI-FGSM, the ensemble attack,
   MIG and DIM: ``m ← μ·m + g/‖g‖₁``, ``x' ← Π(x' + α·sign(m))`` (L∞) or ``Π(x' + α·m/‖m‖₂)`` (L2).
-- Integrated gradients along a straight path (:func:`integrated_gradient`, MIG).
+- Integrated gradients along a straight path (:func:`integrated_gradient`, MIG) from a skeleton
+  baseline (:func:`ig_baseline`: per-channel minimum over present slots, or zeros).
 - SVRE's variance-reduced inner gradient (:func:`svre_inner_gradient`).
 - Differentiable skeleton input-diversity transforms (DIM): temporal crop of the valid frames resized
   back by linear interpolation (:func:`temporal_crop_resize`), coordinate shear (:func:`shear`) and
@@ -33,7 +34,9 @@ from robench.skeleton import presence_mask
 
 FUSIONS = ("logits", "probs", "loss")
 IG_BASELINES = ("min", "zeros")
-IG_MAX_BATCH = 128  # samples per forward pass when evaluating integrated-gradient path points
+IG_MAX_BATCH = (
+    32  # samples per forward pass over path points (>= the batch itself: one point per pass)
+)
 _TINY = 1e-12
 
 
@@ -45,11 +48,18 @@ def _per_sample(v: Tensor) -> tuple[int, ...]:
 def require_int(value: object, field: str, source: str, minimum: int = 1) -> None:
     """Raise ConfigError unless ``value`` is an int >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"expected an integer >= {minimum}, got {value!r} in {source} field {field!r}")
+        raise ConfigError(
+            f"expected an integer >= {minimum}, got {value!r} in {source} field {field!r}"
+        )
 
 
 def require_float(
-    value: object, field: str, source: str, low: float = 0.0, high: float = math.inf, low_open: bool = False
+    value: object,
+    field: str,
+    source: str,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
 ) -> None:
     """Raise ConfigError unless ``value`` is a finite number in [low, high] (``(low, high]`` if low_open)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -95,7 +105,9 @@ def ensemble_weights(models: Sequence[nn.Module], weights: Sequence[float] | Non
     return [float(w) / total for w in weights]
 
 
-def fused_logits(models: Sequence[nn.Module], x: Tensor, weights: Sequence[float] | None = None) -> Tensor:
+def fused_logits(
+    models: Sequence[nn.Module], x: Tensor, weights: Sequence[float] | None = None
+) -> Tensor:
     """``Σ_k w_k f_k(x)`` (weights default to 1/K, normalised to sum 1): Dong et al.'s logit fusion."""
     ws = ensemble_weights(models, weights)
     out = ws[0] * models[0](x)
@@ -126,7 +138,9 @@ def ensemble_objective(
         return attack_objective(logp, y, target)  # CE of log-probabilities = NLL
     if fusion == "loss":
         return sum(w * attack_objective(m(x), y, target) for w, m in zip(ws, models, strict=True))
-    raise ConfigError(f"expected fusion in {FUSIONS}, got {fusion!r} in attack config field 'fusion'")
+    raise ConfigError(
+        f"expected fusion in {FUSIONS}, got {fusion!r} in attack config field 'fusion'"
+    )
 
 
 def input_gradient(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -224,12 +238,14 @@ def ig_baseline(x: Tensor, present: Tensor, kind: str = "min") -> Tensor:
     if kind == "zeros":
         return torch.zeros_like(x)
     if kind != "min":
-        raise ConfigError(f"expected baseline in {IG_BASELINES}, got {kind!r} in attack config field 'baseline'")
+        raise ConfigError(
+            f"expected baseline in {IG_BASELINES}, got {kind!r} in attack config field 'baseline'"
+        )
     big = torch.finfo(x.dtype).max
     masked = torch.where(present.expand_as(x) > 0, x.detach(), torch.full_like(x, big))
     low = masked.flatten(2).amin(2)  # (N, 3)
     low = torch.where(low == big, torch.zeros_like(low), low)
-    return low.view(x.shape[0], 3, 1, 1, 1) * present
+    return (low.view(x.shape[0], 3, 1, 1, 1) * present).expand_as(x)
 
 
 # ---------------------------------------------------------------------------- SVRE
@@ -326,7 +342,9 @@ def temporal_crop_resize(
     return out * inside.view(n, 1, t, 1, 1)
 
 
-def random_shear_matrices(n: int, amplitude: float, generator: torch.Generator, like: Tensor) -> Tensor:
+def random_shear_matrices(
+    n: int, amplitude: float, generator: torch.Generator, like: Tensor
+) -> Tensor:
     """(N, 3, 3) shear matrices: identity diagonal, off-diagonal entries uniform in [−a, a]."""
     u = (uniform((n, 3, 3), generator, like.device).to(like.dtype) * 2 - 1) * amplitude
     eye = torch.eye(3, dtype=like.dtype, device=like.device)

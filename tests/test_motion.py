@@ -12,11 +12,18 @@ from robench.motion import fit_tvar, mean_abs_normalize, motion_gradient
 from robench.skeleton import presence_mask
 
 
-def _tvar2_series(t: int, n: int, noise: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(n, 3, t, 2, 1) float32 clips from x_s = a1_s x_{s-1} + a2_s x_{s-2} + noise·e_s."""
+def _tvar2_series(
+    t: int, n: int, noise: float, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(n, 3, t, 2, 1) float32 clips from x_s = a1_s x_{s-1} + a2_s x_{s-2} + noise·e_s.
+
+    Complex roots r_s·exp(±iω_s) with r_s ≈ 1 and slowly varying ω_s, r_s: a1 = 2r cos ω, a2 = -r²,
+    so the clips oscillate with a slowly changing frequency and amplitude and never die out.
+    """
     s = torch.arange(t, dtype=torch.float64)
-    a1 = 1.5 + 0.3 * torch.sin(2 * math.pi * s / t)
-    a2 = -0.8 + 0.1 * torch.cos(2 * math.pi * s / t)
+    r = 1.0 + 0.01 * torch.sin(2 * math.pi * s / t)
+    w = 0.3 + 0.15 * torch.sin(2 * math.pi * s / t + 1.0)
+    a1, a2 = 2 * r * torch.cos(w), -(r**2)
     g = torch.Generator().manual_seed(seed)
     e = torch.randn(n, 3, t, 2, 1, generator=g, dtype=torch.float64)
     x = torch.zeros_like(e)
@@ -27,15 +34,15 @@ def _tvar2_series(t: int, n: int, noise: float, seed: int = 0) -> tuple[torch.Te
 
 
 def test_recovers_known_time_varying_ar2_coefficients():
-    x, a1, a2 = _tvar2_series(t=160, n=2, noise=1e-3)
+    x, a1, a2 = _tvar2_series(t=160, n=2, noise=1e-4)
     fit = fit_tvar(x)
     inner = slice(16, -16)
     err1 = (fit.a1[:, :, inner] - a1[inner].view(1, 1, -1, 1, 1)).abs()
     err2 = (fit.a2[:, :, inner] - a2[inner].view(1, 1, -1, 1, 1)).abs()
     assert err1.median() < 0.01 and err2.median() < 0.01
-    assert err1.quantile(0.95) < 0.05 and err2.quantile(0.95) < 0.05
+    assert err1.quantile(0.95) < 0.03 and err2.quantile(0.95) < 0.03
     # a constant-coefficient fit would be far off: the test can tell time variation apart
-    assert (a1[inner] - a1[inner].mean()).abs().median() > 0.1
+    assert err1.median() < 0.25 * (a1[inner] - a1[inner].mean()).abs().median()
 
 
 def test_recovers_time_varying_ar1_coefficient():
@@ -46,7 +53,7 @@ def test_recovers_time_varying_ar1_coefficient():
     x[:, 1] = -0.5
     for k in range(1, t):
         x[:, :, k] = b[k] * x[:, :, k - 1]
-    fit = fit_tvar(x.float())
+    fit = fit_tvar(x.float(), bandwidth=4.0)
     err = (fit.b[0, :, 10:-10, 0, 0] - b[10:-10].float()).abs()
     assert err.max() < 2e-3
 
@@ -54,18 +61,29 @@ def test_recovers_time_varying_ar1_coefficient():
 def test_jacobians_match_the_fitted_recursion_by_finite_differences():
     x, _, _ = _tvar2_series(t=40, n=1, noise=0.05, seed=3)
     fit = fit_tvar(x)
-    a1, a2, b = fit.a1[0, 0, :, 0, 0].double(), fit.a2[0, 0, :, 0, 0].double(), fit.b[0, 0, :, 0, 0].double()
+    a1, a2, b = (
+        fit.a1[0, 0, :, 0, 0].double(),
+        fit.a2[0, 0, :, 0, 0].double(),
+        fit.b[0, 0, :, 0, 0].double(),
+    )
     series = x[0, 0, :, 0, 0].double()
 
     def roll(start: int, value: float) -> tuple[float, float]:
         """x_{start+1}, x_{start+2} from the fitted recursion with x_start set to ``value``."""
         prev = series[start - 1] if start >= 1 else None
-        nxt = a1[start + 1] * value + a2[start + 1] * prev if prev is not None else b[start + 1] * value
+        nxt = (
+            a1[start + 1] * value + a2[start + 1] * prev
+            if prev is not None
+            else b[start + 1] * value
+        )
         return float(nxt), float(a1[start + 2] * nxt + a2[start + 2] * value)
 
     for start in (0, 5, 20, 37):
         h = 1e-3
-        (u1, u2), (d1, d2) = roll(start, float(series[start]) + h), roll(start, float(series[start]) - h)
+        (u1, u2), (d1, d2) = (
+            roll(start, float(series[start]) + h),
+            roll(start, float(series[start]) - h),
+        )
         assert fit.j1[0, 0, start, 0, 0] == pytest.approx((u1 - d1) / (2 * h), rel=1e-4, abs=1e-5)
         assert fit.j2[0, 0, start, 0, 0] == pytest.approx((u2 - d2) / (2 * h), rel=1e-4, abs=1e-5)
     # nothing follows the last frames
@@ -135,7 +153,7 @@ def test_padding_respected_and_matches_the_unpadded_fit():
 def test_fit_handles_constant_and_zero_series_without_nan():
     x = torch.zeros(1, 3, 20, 3, 1)
     x[:, 0] = 0.7  # constant coordinate: collinear regressors, ridge keeps it finite
-    x[:, 1, :, 1] = torch.linspace(0.1, 0.5, 20)
+    x[0, 1, :, 1, 0] = torch.linspace(0.1, 0.5, 20)
     fit = fit_tvar(x)
     for f in (fit.a1, fit.a2, fit.b, fit.j1, fit.j2):
         assert torch.isfinite(f).all()
@@ -148,4 +166,6 @@ def test_bad_inputs_raise():
     with pytest.raises(ConfigError):
         fit_tvar(torch.zeros(1, 3, 5, 3, 1), bandwidth=0.0)
     with pytest.raises(DataError):
-        motion_gradient(torch.zeros(1, 3, 4, 2, 1), torch.zeros(1, 3, 5, 2, 1), torch.zeros(1, 3, 4, 2, 1))
+        motion_gradient(
+            torch.zeros(1, 3, 4, 2, 1), torch.zeros(1, 3, 5, 2, 1), torch.zeros(1, 3, 4, 2, 1)
+        )

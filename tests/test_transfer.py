@@ -83,21 +83,32 @@ def test_attack_valid_and_moves(name: str, norm: str, eps: float) -> None:
     x, y = tiny_batch()
     threat = ThreatModel(norm=norm, eps=eps)
     access = Transfer((mlp_model(1), linear_model(2)))
-    x_adv = create_attack(name, **FAST[name])(access, x, y, threat, torch.Generator().manual_seed(0))
+    x_adv = create_attack(name, **FAST[name])(
+        access, x, y, threat, torch.Generator().manual_seed(0)
+    )
     assert threat.check(x, x_adv) == []
     pad = ~presence_mask(x).expand_as(x)
     assert torch.equal(x_adv[pad], torch.zeros_like(x_adv[pad]))
-    assert (x_adv - x).abs().amax() > 0.3 * eps if norm == "linf" else (x_adv - x).flatten(1).norm(dim=1).min() > 0.3 * eps
+    assert (
+        (x_adv - x).abs().amax() > 0.3 * eps
+        if norm == "linf"
+        else (x_adv - x).flatten(1).norm(dim=1).min() > 0.3 * eps
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_attack_respects_masks_and_bones(name: str) -> None:
     x, y = tiny_batch()
-    threat = ThreatModel(eps=0.02, joints=(0, 1, 2, 3, 20), frames=(1, 6), preserve_bones=True)
     access = Transfer((mlp_model(3),))
-    x_adv = create_attack(name, **FAST[name])(access, x, y, threat, torch.Generator().manual_seed(1))
-    assert threat.check(x, x_adv) == []
-    assert not torch.equal(x_adv, x)
+    for threat in (
+        ThreatModel(eps=0.02, joints=(0, 1, 2, 3, 20), frames=(1, 6)),
+        ThreatModel(eps=0.02, joints=(8, 9, 10, 11, 23, 24), frames=(1, 6), preserve_bones=True),
+    ):
+        x_adv = create_attack(name, **FAST[name])(
+            access, x, y, threat, torch.Generator().manual_seed(1)
+        )
+        assert threat.check(x, x_adv) == []
+        assert not torch.equal(x_adv, x)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -105,7 +116,9 @@ def test_only_surrogates_are_read(name: str) -> None:
     x, y = tiny_batch()
     surrogates = (Counting(mlp_model(1)), Counting(linear_model(2)))
     access = SpyTransfer(surrogates, train_x=x, train_y=y)
-    create_attack(name, **FAST[name])(access, x, y, ThreatModel(eps=0.02), torch.Generator().manual_seed(0))
+    create_attack(name, **FAST[name])(
+        access, x, y, ThreatModel(eps=0.02), torch.Generator().manual_seed(0)
+    )
     assert set(access._seen) <= {"level", "surrogates"}
     assert "surrogates" in access._seen
     assert all(s.calls > 0 for s in surrogates)
@@ -134,7 +147,9 @@ def test_targeted_raises_target_probability() -> None:
     access = Transfer((model,))
     threat = ThreatModel(eps=0.05)
     for name in NAMES:
-        x_adv = create_attack(name, targeted=True, **FAST[name])(access, x, y, threat, torch.Generator().manual_seed(0), target)
+        x_adv = create_attack(name, targeted=True, **FAST[name])(
+            access, x, y, threat, torch.Generator().manual_seed(0), target
+        )
         with torch.no_grad():
             before = model(x).softmax(1).gather(1, target[:, None])
             after = model(x_adv).softmax(1).gather(1, target[:, None])
@@ -150,7 +165,9 @@ def test_config_errors() -> None:
         create_attack("ensemble", fusion="votes")
     x, y = tiny_batch()
     with pytest.raises(ConfigError, match="weights"):
-        create_attack("ensemble", steps=1, weights=(1.0, 2.0, 3.0))(Transfer((mlp_model(1),)), x, y, ThreatModel())
+        create_attack("ensemble", steps=1, weights=(1.0, 2.0, 3.0))(
+            Transfer((mlp_model(1),)), x, y, ThreatModel()
+        )
 
 
 # ---------------------------------------------------------------------------- I-FGSM / MI-FGSM by hand
@@ -158,7 +175,9 @@ def test_ifgsm_one_step_is_sign_of_gradient() -> None:
     x, y = tiny_batch()
     model = mlp_model(1)
     threat = ThreatModel(eps=0.01)
-    x_adv = create_attack("transfer-ifgsm", steps=1, alpha_factor=1.0)(Transfer((model,)), x, y, threat)
+    x_adv = create_attack("transfer-ifgsm", steps=1, alpha_factor=1.0)(
+        Transfer((model,)), x, y, threat
+    )
     xr = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
     expected = threat.project(x, x + 0.01 * g.sign())
@@ -189,7 +208,9 @@ def test_integrated_gradient_linear_is_exact() -> None:
     x, _ = tiny_batch()
     w = torch.randn(1, 3, T, V, M, generator=torch.Generator().manual_seed(3))
     baseline = 0.25 * x
-    ig = ops.integrated_gradient(lambda z: (z * w).flatten(1).sum(1), x, baseline, steps=7, max_batch=4)
+    ig = ops.integrated_gradient(
+        lambda z: (z * w).flatten(1).sum(1), x, baseline, steps=7, max_batch=4
+    )
     assert torch.allclose(ig, (x - baseline) * w, atol=1e-6)
 
 
@@ -205,6 +226,17 @@ def test_integrated_gradient_evaluates_gradient_at_path_points() -> None:
     ig_fine = ops.integrated_gradient(lambda z: torch.sin(z).flatten(1).sum(1), x, b, steps=400)
     gap = torch.sin(x).flatten(1).sum(1) - torch.sin(b).flatten(1).sum(1)
     assert torch.allclose(ig_fine.flatten(1).sum(1), gap, atol=2e-2)
+
+
+def test_min_baseline_is_below_every_present_coordinate() -> None:
+    x, _ = tiny_batch()
+    present = ops.presence_float(x)
+    b = ops.ig_baseline(x, present, "min")
+    pres = present.expand_as(x) > 0
+    assert (x - b)[pres].min() >= 0
+    assert torch.equal(b[~pres], torch.zeros_like(b[~pres]))
+    assert torch.equal(b.amin(dim=(2, 3, 4)), torch.where(pres, x, torch.inf).amin(dim=(2, 3, 4)))
+    assert torch.equal(ops.ig_baseline(x, present, "zeros"), torch.zeros_like(x))
 
 
 # ---------------------------------------------------------------------------- SVRE
@@ -229,6 +261,41 @@ def test_svre_inner_gradient_hand_checked() -> None:
     assert torch.allclose(got, grad(models[0], x_inner).detach(), atol=1e-7)
 
 
+def test_svre_loop_matches_algorithm_by_hand() -> None:
+    x, y = tiny_batch()
+    models = (mlp_model(1), mlp_model(5))
+    threat = ThreatModel(eps=0.02)
+    got = create_attack("svre", steps=1, inner_steps=5)(
+        Transfer(models), x, y, threat, torch.Generator().manual_seed(3)
+    )
+    mask = threat.allowed_mask(x)
+    anchors = [ops.objective_gradient((m,), x, y, None) * mask for m in models]
+    g_ens = (anchors[0] + anchors[1]) / 2
+    ks = torch.randint(2, (5,), generator=torch.Generator().manual_seed(3)).tolist()
+    assert len(set(ks)) == 2  # both models drawn: the correction term matters
+    x_in, m = x.clone(), torch.zeros_like(x)
+    for k in ks:
+        g = (ops.objective_gradient((models[k],), x_in, y, None) - anchors[k] + g_ens) * mask
+        m = m + ops.l1_normalize(g)
+        x_in = threat.project(x, x_in + 0.02 * m.sign())
+    expected = threat.project(x, x + 0.02 * ops.l1_normalize(m).sign())
+    assert torch.equal(got, expected)
+
+
+def test_mig_step_is_sign_of_integrated_gradient() -> None:
+    x, y = tiny_batch()
+    model = mlp_model(1)
+    threat = ThreatModel(eps=0.01)
+    got = create_attack("mig", steps=1, ig_steps=4)(Transfer((model,)), x, y, threat)
+    present = ops.presence_float(x)
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        return -model(z).softmax(1).gather(1, y.repeat(z.shape[0] // 6)[:, None]).squeeze(1)
+
+    ig = ops.integrated_gradient(f, x, ops.ig_baseline(x, present, "min"), 4)
+    assert torch.equal(got, threat.project(x, x + 0.01 * (ig * threat.allowed_mask(x)).sign()))
+
+
 def test_svre_single_surrogate_is_lookahead_mifgsm() -> None:
     x, y = tiny_batch()
     model = mlp_model(1)
@@ -249,10 +316,14 @@ def test_dim_with_p0_is_mifgsm() -> None:
     x, y = tiny_batch()
     access = Transfer((mlp_model(1), linear_model(2)))
     threat = ThreatModel(eps=0.02)
-    a = create_attack("dim", steps=5, prob=0.0)(access, x, y, threat, torch.Generator().manual_seed(0))
+    a = create_attack("dim", steps=5, prob=0.0)(
+        access, x, y, threat, torch.Generator().manual_seed(0)
+    )
     b = create_attack("transfer-mifgsm", steps=5)(access, x, y, threat)
     assert torch.equal(a, b)
-    c = create_attack("dim", steps=5, prob=1.0)(access, x, y, threat, torch.Generator().manual_seed(0))
+    c = create_attack("dim", steps=5, prob=1.0)(
+        access, x, y, threat, torch.Generator().manual_seed(0)
+    )
     assert not torch.equal(a, c)
 
 
@@ -262,24 +333,50 @@ def test_temporal_crop_resize_identity_and_gradcheck() -> None:
     assert valid.tolist() == [8, 6, 5, 8, 7, 4]
     same = ops.temporal_crop_resize(x, torch.zeros_like(valid), valid, valid, present)
     assert torch.equal(same, x)
-    xd = x[:, :, :, :4].double()
+    xd = x[:, :, :, :2].double()
     start, length = torch.tensor([1, 0, 1, 0, 2, 0]), torch.tensor([6, 5, 3, 7, 5, 3])
     out = ops.temporal_crop_resize(xd, start, length, valid, present.double())
     # frame 0 reads the crop start, the last valid frame reads the crop end, padding stays 0
     assert torch.equal(out[0, :, 0], xd[0, :, 1]) and torch.allclose(out[0, :, 7], xd[0, :, 6])
     assert torch.equal(out[5, :, 4:], torch.zeros_like(out[5, :, 4:]))
     assert torch.equal(out[0::2, :, :, :, 1], torch.zeros_like(out[0::2, :, :, :, 1]))
-    xr = xd.clone().requires_grad_(True)
+    xr = xd[:3].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda z: ops.temporal_crop_resize(z, start, length, valid, present.double()), (xr,)
+        lambda z: ops.temporal_crop_resize(
+            z, start[:3], length[:3], valid[:3], present[:3].double()
+        ),
+        (xr,),
     )
+
+
+def test_temporal_crop_never_interpolates_into_an_absent_body() -> None:
+    x, _ = tiny_batch()
+    x[1, :, 3, :, 1] = 0  # the second person is missing in frame 3 only (inside the valid frames)
+    present, valid = ops.presence_float(x), ops.valid_lengths(x)
+    # sample 1: 6 valid frames, crop [0, 4) -> output frame 4 reads position 4·3/5 = 2.4
+    out = ops.temporal_crop_resize(
+        x, torch.zeros(6, dtype=torch.long), torch.tensor([8, 4, 5, 8, 7, 4]), valid, present
+    )
+    assert torch.allclose(out[1, :, 4, :, 0], 0.6 * x[1, :, 2, :, 0] + 0.4 * x[1, :, 3, :, 0])
+    assert torch.allclose(
+        out[1, :, 4, :, 1], x[1, :, 2, :, 1], atol=1e-7
+    )  # absent neighbour: no weight
+
+
+def test_l2_steps_normalise_only_the_allowed_coordinates() -> None:
+    x, y = tiny_batch()
+    threat = ThreatModel(norm="l2", eps=0.2, joints=(3, 7, 11))
+    x_adv = create_attack("transfer-ifgsm", steps=1, alpha_factor=0.5)(
+        Transfer((mlp_model(1),)), x, y, threat
+    )
+    assert torch.allclose((x_adv - x).flatten(1).norm(dim=1), torch.full((6,), 0.1), atol=1e-6)
 
 
 def test_diverse_inputs_differentiable_and_keep_padding() -> None:
     from robench.attacks.transfer import DIMConfig, diverse_inputs
 
     x, _ = tiny_batch()
-    x = x[:, :, :, :3].double()  # fewer joints keep gradcheck fast
+    x = x[:3, :, :, :2].double()  # few samples and joints keep gradcheck fast
     present, valid = ops.presence_float(x), ops.valid_lengths(x)
     cfg = DIMConfig(prob=1.0, crop_min=0.6)
 
@@ -303,7 +400,9 @@ def test_dim_gradient_flows_through_transform() -> None:
     cfg = DIMConfig(prob=1.0)
     xt = diverse_inputs(x, present, valid, torch.Generator().manual_seed(2), cfg)
     through = ops.input_gradient(
-        lambda z: ops.attack_objective(model(diverse_inputs(z, present, valid, torch.Generator().manual_seed(2), cfg)), y, None),
+        lambda z: ops.attack_objective(
+            model(diverse_inputs(z, present, valid, torch.Generator().manual_seed(2), cfg)), y, None
+        ),
         x,
     )
     at_copy = ops.objective_gradient((model,), xt, y, None)
@@ -314,10 +413,17 @@ def test_dim_gradient_flows_through_transform() -> None:
 
     def loss(z: torch.Tensor) -> float:
         zt = diverse_inputs(z, present, valid, torch.Generator().manual_seed(2), cfg)
-        return float(ops.attack_objective(model(zt), y, None).sum().double())
+        with torch.no_grad():
+            return float(ops.attack_objective(model(zt), y, None).sum().double())
 
     fd = (loss(x + h * d) - loss(x - h * d)) / (2 * h)
     assert math.isclose(fd, float((through * d).sum()), rel_tol=2e-2)
+    # and the attack steps along exactly that gradient (one step, same generator draws)
+    threat = ThreatModel(eps=0.01)
+    got = create_attack("dim", steps=1, prob=1.0)(
+        Transfer((model,)), x, y, threat, torch.Generator().manual_seed(2)
+    )
+    assert torch.equal(got, threat.project(x, x + 0.01 * (through * threat.allowed_mask(x)).sign()))
 
 
 # ---------------------------------------------------------------------------- transferability
@@ -356,6 +462,8 @@ def test_transfer_beats_noise_between_independently_trained_models() -> None:
 
     base = fooled(noise)
     for name in NAMES:
-        x_adv = create_attack(name, **FAST[name])(Transfer((source,)), x, y, threat, torch.Generator().manual_seed(0))
+        x_adv = create_attack(name, **FAST[name])(
+            Transfer((source,)), x, y, threat, torch.Generator().manual_seed(0)
+        )
         rate = fooled(x_adv)
-        assert rate > base + 0.3, (name, rate, base)
+        assert rate > base + 0.2, (name, rate, base)
