@@ -18,6 +18,8 @@ A benchmark names everything one matrix of cells depends on::
     threats:                        # eps may be a list: one threat model per value
       - {norm: linf, eps: 0.01, preserve_bones: false}
     surrogates: [stgcn.synth_ntu25] # transfer surrogates (default: every victim)
+    attacker_data: {n: 256, seed: 0} # the attacker's own data: a seeded subset of the "train"
+                                    # split for transfer (labelled) and no-box (unlabelled) attacks
     seeds: [0]
     batch_size: 64
 
@@ -61,11 +63,21 @@ _TOP_FIELDS = (
     "attacks",
     "threats",
     "surrogates",
+    "attacker_data",
     "seeds",
     "batch_size",
 )
 _SYNTH_OPTIONS = ("seed", "n_train", "n_test", "num_frames")
-_THREAT_FIELDS = ("norm", "eps", "unit", "preserve_bones", "bone_tolerance", "joints", "frames", "topology")
+_THREAT_FIELDS = (
+    "norm",
+    "eps",
+    "unit",
+    "preserve_bones",
+    "bone_tolerance",
+    "joints",
+    "frames",
+    "topology",
+)
 
 
 def _freeze(value: Any) -> Any:
@@ -114,11 +126,13 @@ class SubsetSpec:
     n: int | None = None
     seed: int = 0
 
-    def select(self, ids: tuple[str, ...] | list[str]) -> list[str]:
+    def select(self, ids: tuple[str, ...] | list[str], field: str = "subset") -> list[str]:
         """First ``n`` ids of ``torch.randperm(len(ids))`` under a generator seeded with ``seed``."""
         n = len(ids) if self.n is None else self.n
         if n > len(ids):
-            raise ConfigError(f"expected subset n <= {len(ids)} (the split's size), got {n} in field 'subset.n'")
+            raise ConfigError(
+                f"expected {field} n <= {len(ids)} (the split's size), got {n} in field '{field}.n'"
+            )
         perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(self.seed))
         return [ids[i] for i in perm[:n].tolist()]
 
@@ -177,7 +191,9 @@ class AttackSpec:
     def config_dict(self) -> dict[str, Any]:
         """The attack's full Config (defaults filled in), JSON-ready."""
         attack = self.build()
-        return json.loads(json.dumps(dataclasses.asdict(attack.config), default=_json_default, sort_keys=True))
+        return json.loads(
+            json.dumps(dataclasses.asdict(attack.config), default=_json_default, sort_keys=True)
+        )
 
 
 def _json_default(o: Any) -> Any:
@@ -203,6 +219,7 @@ class Benchmark:
     subset: SubsetSpec = SubsetSpec()
     split: str = "test"
     surrogates: tuple[VictimSpec, ...] = ()
+    attacker_data: SubsetSpec = SubsetSpec()
     seeds: tuple[int, ...] = (0,)
     batch_size: int = 64
     description: str = ""
@@ -237,7 +254,12 @@ class Benchmark:
             "split": self.split,
             "subset": {"n": self.subset.n, "seed": self.subset.seed},
             "victims": [
-                {"id": v.id, "source": v.source, "defense": v.defense, "defense_params": dict(v.defense_params)}
+                {
+                    "id": v.id,
+                    "source": v.source,
+                    "defense": v.defense,
+                    "defense_params": dict(v.defense_params),
+                }
                 for v in self.victims
             ],
             "attacks": [
@@ -253,6 +275,7 @@ class Benchmark:
             ],
             "threats": [t.to_dict() for t in self.threats],
             "surrogates": [v.id for v in self.surrogates],
+            "attacker_data": {"n": self.attacker_data.n, "seed": self.attacker_data.seed},
             "seeds": list(self.seeds),
             "batch_size": self.batch_size,
         }
@@ -271,10 +294,12 @@ def load_benchmark(name_or_path: str | Path) -> Benchmark:
     """A built-in benchmark by name (``"quick"``) or a YAML file by path."""
     s = str(name_or_path)
     path = Path(s)
-    if s.endswith((".yaml", ".yml")) or path.exists():
+    if s.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
             raise ConfigError(f"expected a benchmark YAML file, got no file at {s}")
-        return parse_benchmark(_read_yaml(path.read_text(), path.name), source=path.name, base_dir=path.parent)
+        return parse_benchmark(
+            _read_yaml(path.read_text(), path.name), source=path.name, base_dir=path.parent
+        )
     names = builtin_benchmarks()
     if s not in names:
         close = suggest(s, names)
@@ -335,7 +360,9 @@ class _Ctx:
         return v
 
 
-def parse_benchmark(data: Any, source: str = "benchmark", base_dir: Path | None = None) -> Benchmark:
+def parse_benchmark(
+    data: Any, source: str = "benchmark", base_dir: Path | None = None
+) -> Benchmark:
     """Validate a parsed YAML mapping into a :class:`Benchmark` (see the module docstring)."""
     c = _Ctx(source)
     if not isinstance(data, dict):
@@ -351,7 +378,7 @@ def parse_benchmark(data: Any, source: str = "benchmark", base_dir: Path | None 
         raise c.err("a string", description, "description")
     dataset = _dataset(c, data.get("dataset", {"name": "synth-ntu25"}), base_dir)
     split = c.str_(data.get("split", "test"), "split")
-    subset = _subset(c, data.get("subset", {}))
+    subset = _subset(c, data.get("subset", {}), "subset")
     victims = _victims(c, data["victims"], "victims", base_dir)
     threats = _threats(c, data.get("threats", [{"norm": "linf", "eps": 0.01}]))
     attacks = _attacks(c, data["attacks"], threats)
@@ -378,6 +405,7 @@ def parse_benchmark(data: Any, source: str = "benchmark", base_dir: Path | None 
         subset=subset,
         split=split,
         surrogates=surrogates,
+        attacker_data=_subset(c, data.get("attacker_data", {}), "attacker_data"),
         seeds=seeds,
         batch_size=batch_size,
         description=description.strip(),
@@ -393,7 +421,12 @@ def _dataset(c: _Ctx, d: Any, base_dir: Path | None) -> DatasetSpec:
     if "path" in d:
         extra = [k for k in d if k not in ("path", "name")]
         if extra:
-            raise c.err("no generator options beside 'path'", f"{extra[0]!r}", f"dataset.{extra[0]}", raw=True)
+            raise c.err(
+                "no generator options beside 'path'",
+                f"{extra[0]!r}",
+                f"dataset.{extra[0]}",
+                raw=True,
+            )
         p = _resolve_path(c, d["path"], "dataset.path", base_dir, ".npz")
         return DatasetSpec(name=Path(p).stem, path=p)
     name = c.str_(d.get("name", "synth-ntu25"), "dataset.name")
@@ -402,9 +435,16 @@ def _dataset(c: _Ctx, d: Any, base_dir: Path | None) -> DatasetSpec:
     if name not in BUILTIN_DATASETS:
         close = suggest(name, BUILTIN_DATASETS)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise c.err(f"a built-in data set {list(BUILTIN_DATASETS)} or a 'path'{hint}", repr(name), "dataset.name", raw=True)
+        raise c.err(
+            f"a built-in data set {list(BUILTIN_DATASETS)} or a 'path'{hint}",
+            repr(name),
+            "dataset.name",
+            raw=True,
+        )
     seed = c.int_(d.get("seed", 0), "dataset.seed", 0)
-    options = tuple(sorted((k, c.int_(v, f"dataset.{k}", 1)) for k, v in d.items() if k not in ("name", "seed")))
+    options = tuple(
+        sorted((k, c.int_(v, f"dataset.{k}", 1)) for k, v in d.items() if k not in ("name", "seed"))
+    )
     return DatasetSpec(name=name, seed=seed, options=options)
 
 
@@ -414,19 +454,23 @@ def _synth_options() -> tuple[str, ...]:
         from robench import synth
 
         params = inspect.signature(synth.generate).parameters
-        names = tuple(p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p != "progress")
+        names = tuple(
+            p
+            for p, v in params.items()
+            if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p != "progress"
+        )
         return names or _SYNTH_OPTIONS
     except (ImportError, AttributeError):
         return _SYNTH_OPTIONS
 
 
-def _subset(c: _Ctx, d: Any) -> SubsetSpec:
+def _subset(c: _Ctx, d: Any, field: str) -> SubsetSpec:
     if isinstance(d, int) and not isinstance(d, bool):
         d = {"n": d}
-    d = c.mapping(d, "subset", ("n", "seed"))
+    d = c.mapping(d, field, ("n", "seed"))
     n = d.get("n")
-    n = None if n is None else c.int_(n, "subset.n", 1)
-    return SubsetSpec(n=n, seed=c.int_(d.get("seed", 0), "subset.seed", 0))
+    n = None if n is None else c.int_(n, f"{field}.n", 1)
+    return SubsetSpec(n=n, seed=c.int_(d.get("seed", 0), f"{field}.seed", 0))
 
 
 def _resolve_path(c: _Ctx, p: Any, field: str, base_dir: Path | None, suffix: str) -> str:
@@ -479,7 +523,9 @@ def _victims(c: _Ctx, raw: Any, field: str, base_dir: Path | None) -> tuple[Vict
                 raise c.err("a mapping", params, f"{f}.defense_params")
             if defense is not None:
                 defense = _check_defense(c, defense, f"{f}.defense")
-            out.append(VictimSpec(id=vid, source=src, defense=defense, defense_params=_freeze(params)))
+            out.append(
+                VictimSpec(id=vid, source=src, defense=defense, defense_params=_freeze(params))
+            )
         else:
             vid, src = _victim_source(c, item, f, base_dir)
             out.append(VictimSpec(id=vid, source=src))
@@ -496,13 +542,17 @@ def _check_defense(c: _Ctx, name: Any, field: str) -> str:
     try:
         from robench.defense import DEFENSES  # type: ignore[import-not-found]
     except ImportError:
-        raise c.err("no defense (no defense registry is installed yet)", repr(name), field, raw=True) from None
+        raise c.err(
+            "no defense (no defense registry is installed yet)", repr(name), field, raw=True
+        ) from None
     if name not in DEFENSES:
         raise ConfigError(f"{DEFENSES.unknown(name)} in {c.source} field '{field}'")
     return name
 
 
-def _surrogates(c: _Ctx, raw: Any, victims: tuple[VictimSpec, ...], base_dir: Path | None) -> tuple[VictimSpec, ...]:
+def _surrogates(
+    c: _Ctx, raw: Any, victims: tuple[VictimSpec, ...], base_dir: Path | None
+) -> tuple[VictimSpec, ...]:
     if not isinstance(raw, list):
         raise c.err("a list of victim names", raw, "surrogates")
     by_id = {v.id: v for v in victims}
@@ -597,9 +647,16 @@ def _attacks(c: _Ctx, raw: Any, threats: tuple[ThreatModel, ...]) -> tuple[Attac
                     f"expected a norm in {list(cls.norms)} for attack {name!r}, got {t.norm!r} in {c.source} field 'threats'"
                 )
         aid = c.str_(item.get("id", name), f"{f}.id")
-        out.append(AttackSpec(id=aid, name=name, params=frozen, eps=eps, budget=budget, oracle=oracle))
+        out.append(
+            AttackSpec(id=aid, name=name, params=frozen, eps=eps, budget=budget, oracle=oracle)
+        )
     ids = [a.id for a in out]
     dup = next((a for a in ids if ids.count(a) > 1), None)
     if dup is not None:
-        raise c.err("distinct attack ids (give repeated attacks an 'id')", f"{dup!r} twice", "attacks", raw=True)
+        raise c.err(
+            "distinct attack ids (give repeated attacks an 'id')",
+            f"{dup!r} twice",
+            "attacks",
+            raw=True,
+        )
     return tuple(out)

@@ -28,7 +28,7 @@ cached atomically under ``DIR/cache/transfer-<sha256>.pt``, and evaluate them on
 Each cell's ``torch.Generator`` is seeded from ``sha256(f"{seed}:{key}")`` (key: the cell key, or the
 generation key for transfer attacks), so a cell's rows do not depend on which other cells run.
 Per victim (computed once and reused by its cells): clean logits, ``forward_random`` (two eval
-forwards on the first batch differ) and, for white-box cells, ``zero_grad_frac`` (fraction of
+forwards of the first samples differ) and, for white-box cells, ``zero_grad_frac`` (fraction of
 eligible samples whose input gradient of CE on the clean input is exactly zero).
 """
 
@@ -49,13 +49,14 @@ from tqdm import tqdm
 
 from robench.access import Knowledge, NoBox, Query, QueryOracle, Transfer, WhiteBox
 from robench.benchmark import AttackSpec, Benchmark, VictimSpec, subset_hash
-from robench.errors import ConfigError, RobenchError
+from robench.errors import ConfigError, RobenchError, ThreatViolation
 from robench.io import atomic_write, atomic_write_text
 from robench.metrics import sample_metrics
 from robench.store import Store
 from robench.threat import ThreatModel
 
 CELL_FORMAT = "robench.cell/1"
+_RANDOM_CHECK = 8  # samples forwarded twice to detect a randomised forward pass
 
 
 def canonical_json(obj: Any) -> str:
@@ -96,6 +97,7 @@ class _Model:
     clean_logits: torch.Tensor
     correct: torch.Tensor  # (n,) bool
     forward_random: int
+    state: dict[str, torch.Tensor]  # a copy of the state dict, to detect attacks editing the model
     zero_grad: torch.Tensor | None = None  # (n,) bool, lazily
 
 
@@ -114,19 +116,23 @@ class Plan:
     train_y: torch.Tensor | None
     dataset_hash: str
     subset_hash: str
+    attacker_hash: str = ""  # sha256 of the attacker's sample ids (transfer / no-box data)
     cells: list[Cell] = field(default_factory=list)
     _models: dict[str, _Model] = field(default_factory=dict)
-    _x_adv: dict[str, tuple[torch.Tensor, float]] = field(default_factory=dict)
+    _x_adv: dict[str, Any] = field(default_factory=dict)  # gen_key -> (x_adv, seconds) | exception
 
     # ------------------------------------------------------------------ models
     def model(self, spec: VictimSpec) -> _Model:
         """The loaded model of ``spec`` (eval mode, on the device) with its clean predictions."""
-        if spec.key in self._models:
-            return self._models[spec.key]
+        cache_key = f"{spec.source}|{spec.defense}"
+        if cache_key in self._models:
+            return self._models[cache_key]
         from robench.victim import create_victim
 
         if spec.defense is not None:
-            raise ConfigError(f"expected no defense (the harness cannot apply defenses yet), got {spec.defense!r} for victim {spec.id!r}")
+            raise ConfigError(
+                f"expected no defense (the harness cannot apply defenses yet), got {spec.defense!r} for victim {spec.id!r}"
+            )
         net = create_victim(spec.source).to(self.device).eval()
         k = getattr(getattr(net, "config", None), "num_classes", self.data.num_classes)
         if k != self.data.num_classes:
@@ -136,25 +142,47 @@ class Plan:
         bs = self.bench.batch_size
         with torch.inference_mode():
             logits = torch.cat([net(self.x[i : i + bs]) for i in range(0, len(self.ids), bs)])
-            again = net(self.x[:bs])
-        rand = int(not torch.equal(again, logits[: again.shape[0]]))
+            # same batch twice (a different batch size may legitimately change float rounding)
+            probe = self.x[: min(bs, _RANDOM_CHECK)]
+            rand = int(not torch.equal(net(probe), net(probe)))
         sha = getattr(net, "weights_sha256", "") or _weights_sha(spec)
-        m = _Model(net, sha, logits, logits.argmax(1) == self.y, rand)
-        self._models[spec.key] = m
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        m = _Model(net, sha, logits, logits.argmax(1) == self.y, rand, state)
+        self._models[cache_key] = m
         return m
 
+    @staticmethod
+    def _check_untouched(m: _Model, attack: Any) -> None:
+        """An attack must leave the model it was given as it was (weights, buffers, eval mode); a
+        changed model is restored and the cell is invalid (no faking success by editing weights)."""
+        state = m.model.state_dict()
+        changed = [k for k, v in m.state.items() if not torch.equal(state[k], v)]
+        if changed or m.model.training:
+            m.model.load_state_dict(m.state)
+            m.model.eval()
+            what = f"weight {changed[0]!r}" if changed else "mode (left in training mode)"
+            raise ThreatViolation(
+                f"expected the model unchanged, got its {what} modified by attack {attack.name!r}"
+            )
+
     def zero_grad(self, m: _Model) -> torch.Tensor:
-        """(n,) bool: the input gradient of CE(f(x), y) on the clean input is exactly zero."""
+        """(n,) bool: the input gradient of CE(f(x), y) on the clean input is exactly zero.
+
+        Computed once per model, only for the samples it classifies correctly (False elsewhere):
+        ``zero_grad_frac`` is taken over those (eligible) samples.
+        """
         if m.zero_grad is None:
             bs = self.bench.batch_size
-            out = []
-            for i in range(0, len(self.ids), bs):
-                xb = self.x[i : i + bs].detach().clone().requires_grad_(True)
+            idx_all = m.correct.nonzero().flatten()
+            out = torch.zeros(len(self.ids), dtype=torch.bool, device=self.x.device)
+            for i in range(0, idx_all.numel(), bs):
+                idx = idx_all[i : i + bs]
+                xb = self.x[idx].detach().clone().requires_grad_(True)
                 with torch.enable_grad():
-                    loss = F.cross_entropy(m.model(xb), self.y[i : i + bs], reduction="sum")
+                    loss = F.cross_entropy(m.model(xb), self.y[idx], reduction="sum")
                     (g,) = torch.autograd.grad(loss, xb)
-                out.append(g.flatten(1).eq(0).all(1))
-            m.zero_grad = torch.cat(out)
+                out[idx] = g.flatten(1).eq(0).all(1)
+            m.zero_grad = out
         return m.zero_grad
 
     # ------------------------------------------------------------------ running
@@ -211,7 +239,7 @@ class Plan:
             if cell.knowledge is Knowledge.WHITE_BOX:
                 zg = self.zero_grad(vic)[eligible]
                 extra["zero_grad_frac"] = float(zg.float().mean()) if zg.numel() else 0.0
-            x_adv_e, q = self._run_attack(cell, attack, vic.model, attacked, target, gen)
+            x_adv_e, q = self._run_attack(cell, attack, vic, attacked, target, gen)
             if q is not None:
                 queries = torch.zeros(n, dtype=torch.int64)
                 queries[attacked.cpu()] = q
@@ -223,7 +251,16 @@ class Plan:
             for i in range(0, attacked.numel(), bs):
                 idx = attacked[i : i + bs]
                 logits_adv[idx] = vic.model(x_adv[idx])
-        cols = sample_metrics(vic.clean_logits, logits_adv, self.y, self.x, x_adv, self.data.topology, self.data.unit, queries)
+        cols = sample_metrics(
+            vic.clean_logits,
+            logits_adv,
+            self.y,
+            self.x,
+            x_adv,
+            self.data.topology,
+            self.data.unit,
+            queries,
+        )
         goal = cols["adv_pred"] == target if targeted else cols["adv_pred"] != self.y
         tgt = target if targeted else torch.full((n,), -1, dtype=torch.int64, device=self.y.device)
         samples = {
@@ -235,7 +272,19 @@ class Plan:
             "clean_correct": cols["clean_correct"],
             "eligible": eligible,
             "success": eligible & goal,
-            **{c: cols[c] for c in ("margin_clean", "margin_adv", "linf", "l2", "joint_disp_cm", "bone_dev_pct", "accel_dev", "queries")},
+            **{
+                c: cols[c]
+                for c in (
+                    "margin_clean",
+                    "margin_adv",
+                    "linf",
+                    "l2",
+                    "joint_disp_cm",
+                    "bone_dev_pct",
+                    "accel_dev",
+                    "queries",
+                )
+            },
         }
         return samples, extra
 
@@ -246,9 +295,12 @@ class Plan:
         shift = torch.randint(1, k, (len(self.ids),), generator=g).to(self.y.device)
         return (self.y + shift) % k
 
-    def _run_attack(self, cell, attack, net, attacked, target, gen) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _run_attack(
+        self, cell, attack, m: _Model, attacked, target, gen
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Batches of the attacked samples through ``Attack.__call__`` with the cell's access object."""
         bs = self.bench.batch_size
+        net = m.model
         outs, queries = [], []
         for i in range(0, attacked.numel(), bs):
             idx = attacked[i : i + bs]
@@ -259,15 +311,24 @@ class Plan:
                 access = WhiteBox(net)
             elif cell.knowledge is Knowledge.QUERY:
                 mode = cell.attack.oracle or getattr(type(attack), "oracle_mode", "decision")
-                oracle = QueryOracle(net, batch_size=idx.numel(), budget=cell.attack.budget, mode=mode)
+                oracle = QueryOracle(
+                    net, batch_size=idx.numel(), budget=cell.attack.budget, mode=mode
+                )
                 access = Query(oracle)
             elif cell.knowledge is Knowledge.NO_BOX:
                 if self.train_x is None:
-                    raise ConfigError(f"expected a 'train' split for no-box attack {cell.attack.id!r}, got none in the data set")
+                    raise ConfigError(
+                        f"expected a 'train' split for no-box attack {cell.attack.id!r}, got none in the data set"
+                    )
                 access = NoBox(self.train_x)
             else:  # transfer: net is the surrogate
-                access = Transfer([net], self.train_x, self.train_y, surrogate_ids=(cell.surrogate.id,))
-            outs.append(attack(access, xb, yb, cell.threat, gen, tb))
+                access = Transfer(
+                    [net], self.train_x, self.train_y, surrogate_ids=(cell.surrogate.id,)
+                )
+            try:
+                outs.append(attack(access, xb, yb, cell.threat, gen, tb))
+            finally:
+                self._check_untouched(m, attack)
             if oracle is not None:
                 queries.append(oracle.queries.clone())
         x_adv = torch.cat(outs) if outs else self.x[:0]
@@ -275,18 +336,31 @@ class Plan:
             return x_adv, None
         return x_adv, torch.cat(queries).cpu() if queries else torch.zeros(0, dtype=torch.int64)
 
-    def _transfer_examples(self, cell: Cell, attack, sur: _Model, target) -> tuple[torch.Tensor, float]:
+    def _transfer_examples(
+        self, cell: Cell, attack, sur: _Model, target
+    ) -> tuple[torch.Tensor, float]:
         """x_adv of the surrogate-eligible samples: memory, then DIR/cache, else generate and cache."""
         key = cell.gen_key
         if key in self._x_adv:
-            return self._x_adv[key]
+            got = self._x_adv[key]
+            if isinstance(
+                got, BaseException
+            ):  # the generation failed: same verdict for every victim
+                raise got
+            return got
         attacked = sur.correct.nonzero().flatten()
         path = self.out_dir / "cache" / f"transfer-{key}.pt"
-        got = _load_cache(path, [self.ids[i] for i in attacked.tolist()], cell.threat, self.x[attacked])
+        got = _load_cache(
+            path, [self.ids[i] for i in attacked.tolist()], cell.threat, self.x[attacked]
+        )
         if got is None:
             t0 = time.perf_counter()
             gen = torch.Generator(device=self.device).manual_seed(derive_seed(cell.seed, key))
-            x_adv, _ = self._run_attack(cell, attack, sur.model, attacked, target, gen)
+            try:
+                x_adv, _ = self._run_attack(cell, attack, sur, attacked, target, gen)
+            except Exception as e:
+                self._x_adv = {key: e}
+                raise
             secs = time.perf_counter() - t0
             payload = {
                 "x_adv": x_adv.detach().cpu(),
@@ -302,7 +376,9 @@ class Plan:
         return got
 
 
-def _load_cache(path: Path, ids: list[str], threat: ThreatModel, x: torch.Tensor) -> tuple[torch.Tensor, float] | None:
+def _load_cache(
+    path: Path, ids: list[str], threat: ThreatModel, x: torch.Tensor
+) -> tuple[torch.Tensor, float] | None:
     """A cached generation if it exists, matches the ids and passes the threat check again."""
     if not path.exists():
         return None
@@ -335,7 +411,9 @@ def _check_threats(bench: Benchmark, data: Any) -> None:
     for a in bench.attacks:
         for t in bench.threats_for(a):
             if t.unit != data.unit:
-                raise ConfigError(f"expected threat unit {data.unit!r} (the data set's), got {t.unit!r} in {bench.source} field 'threats'")
+                raise ConfigError(
+                    f"expected threat unit {data.unit!r} (the data set's), got {t.unit!r} in {bench.source} field 'threats'"
+                )
             if t.topology_obj.num_joints != data.topology.num_joints:
                 raise ConfigError(
                     f"expected a threat topology with {data.topology.num_joints} joints, got {t.topology_obj.name!r} in {bench.source} field 'threats'"
@@ -353,6 +431,7 @@ def prepare(bench: Benchmark, out_dir: str | Path, device: str | torch.device = 
     train = None
     if data.split and bench.split != "train" and "train" in set(data.split):
         train = data.get_split("train")
+        train = train.by_ids(bench.attacker_data.select(train.ids, "attacker_data"))
     _check_threats(bench, data)
     shash = subset_hash(ids)
     plan = Plan(
@@ -367,6 +446,7 @@ def prepare(bench: Benchmark, out_dir: str | Path, device: str | torch.device = 
         train_y=train.y.to(dev) if train is not None else None,
         dataset_hash=data.fingerprint(),
         subset_hash=shash,
+        attacker_hash=subset_hash(train.ids) if train is not None else "",
     )
     plan.cells = expand_cells(plan)
     return plan
@@ -390,9 +470,17 @@ def board_meta(plan: Plan) -> dict[str, Any]:
 def write_meta(plan: Plan) -> None:
     """``DIR/subset.json`` (ids and hash) and ``DIR/benchmark.json`` (the resolved definition and
     the board meta, read back by :meth:`robench.store.Store.benchmark_meta`)."""
-    atomic_write_text(plan.out_dir / "subset.json", json.dumps({"split": plan.bench.split, "sha256": plan.subset_hash, "ids": plan.ids}, indent=1) + "\n")
+    atomic_write_text(
+        plan.out_dir / "subset.json",
+        json.dumps(
+            {"split": plan.bench.split, "sha256": plan.subset_hash, "ids": plan.ids}, indent=1
+        )
+        + "\n",
+    )
     doc = {**plan.bench.to_dict(), "board_meta": board_meta(plan)}
-    atomic_write_text(plan.out_dir / "benchmark.json", json.dumps(doc, indent=2, default=str) + "\n")
+    atomic_write_text(
+        plan.out_dir / "benchmark.json", json.dumps(doc, indent=2, default=str) + "\n"
+    )
 
 
 def expand_cells(plan: Plan) -> list[Cell]:
@@ -415,22 +503,48 @@ def expand_cells(plan: Plan) -> list[Cell]:
     for seed in b.seeds:
         for a in b.attacks:
             cls = a.cls
-            acfg = {"id": a.id, "name": a.name, "knowledge": cls.knowledge.value, "config": a.config_dict()}
+            acfg = {
+                "id": a.id,
+                "name": a.name,
+                "knowledge": cls.knowledge.value,
+                "config": a.config_dict(),
+            }
             if cls.knowledge is Knowledge.QUERY:
-                acfg.update(budget=a.budget, oracle=a.oracle or getattr(cls, "oracle_mode", "decision"))
+                acfg.update(
+                    budget=a.budget, oracle=a.oracle or getattr(cls, "oracle_mode", "decision")
+                )
+            extra = {}
+            if cls.knowledge in (Knowledge.TRANSFER, Knowledge.NO_BOX):
+                ad = b.attacker_data
+                extra["attacker_data"] = {"n": ad.n, "seed": ad.seed, "sha256": plan.attacker_hash}
             for t in b.threats_for(a):
-                common = dict(base, attack=acfg, threat=t.to_dict(), seed=seed)
+                common = dict(base, attack=acfg, threat=t.to_dict(), seed=seed, **extra)
                 pairs = [(None, v) for v in b.victims]
                 if cls.knowledge is Knowledge.TRANSFER:
                     pairs = [(s, v) for s in b.surrogates for v in b.victims]
                 for s, v in pairs:
                     gen_cfg = gen_key = None
                     if s is not None:
-                        gen_cfg = dict(common, kind="transfer-generation", surrogate={"id": s.id, "weights_sha256": sha(s)})
+                        gen_cfg = dict(
+                            common,
+                            kind="transfer-generation",
+                            surrogate={"id": s.id, "weights_sha256": sha(s)},
+                        )
                         gen_key = sha256_json(gen_cfg)
-                    vcfg = {"id": v.id, "weights_sha256": sha(v), "defense": v.defense, "defense_params": [list(p) for p in v.defense_params]}
-                    cfg = dict(common, victim=vcfg, surrogate=gen_cfg["surrogate"] if gen_cfg else None)
-                    cells.append(Cell(sha256_json(cfg), v, a, cls.knowledge, t, seed, s, cfg, gen_key, gen_cfg))
+                    vcfg = {
+                        "id": v.id,
+                        "weights_sha256": sha(v),
+                        "defense": v.defense,
+                        "defense_params": [list(p) for p in v.defense_params],
+                    }
+                    cfg = dict(
+                        common, victim=vcfg, surrogate=gen_cfg["surrogate"] if gen_cfg else None
+                    )
+                    cells.append(
+                        Cell(
+                            sha256_json(cfg), v, a, cls.knowledge, t, seed, s, cfg, gen_key, gen_cfg
+                        )
+                    )
     return cells
 
 
@@ -441,7 +555,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cpu")
     if s.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"expected a device that exists, got {s!r} but CUDA is not available in option '--device' (use cpu)")
+            raise ConfigError(
+                f"expected a device that exists, got {s!r} but CUDA is not available in option '--device' (use cpu)"
+            )
         return torch.device(s)
     raise ConfigError(f"expected 'cpu' or 'cuda', got {s!r} in option '--device'")
 
@@ -468,12 +584,29 @@ def run_benchmark(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
-    plan = prepare(bench, out_dir, device)
+    return run_plan(prepare(bench, out_dir, device), workers, progress, argv)
+
+
+def run_plan(
+    plan: Plan, workers: int = 1, progress: bool = True, argv: list[str] | None = None
+) -> Store:
+    """:func:`run_benchmark` on an already prepared :class:`Plan` (the CLI keeps the plan for the
+    board)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
+    bench = plan.bench
     write_meta(plan)
     store = Store(plan.out_dir)
     todo = pending(plan, store)
     run_id = store.begin_run(bench.id, sys.argv if argv is None else argv)
-    bar = tqdm(total=len(plan.cells), initial=len(plan.cells) - len(todo), desc=f"robench {bench.id}", unit="cell", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(plan.cells),
+        initial=len(plan.cells) - len(todo),
+        desc=f"robench {bench.id}",
+        unit="cell",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         if workers == 1 or len(todo) <= 1:
             for cell in todo:
@@ -482,7 +615,7 @@ def run_benchmark(
                 store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
                 bar.update(1)
         else:
-            _run_parallel(plan, todo, workers, str(device), store, run_id, bar)
+            _run_parallel(plan, todo, workers, str(plan.device), store, run_id, bar)
     finally:
         bar.close()
     store.finish_run(run_id)
@@ -530,7 +663,9 @@ def _plain(v: Any) -> Any:
     return v.detach().cpu() if isinstance(v, torch.Tensor) else v
 
 
-def _run_parallel(plan: Plan, todo: list[Cell], workers: int, device: str, store: Store, run_id: int, bar: Any) -> None:
+def _run_parallel(
+    plan: Plan, todo: list[Cell], workers: int, device: str, store: Store, run_id: int, bar: Any
+) -> None:
     """Cells in ``workers`` spawned processes; the parent alone writes the store (one transaction per
     cell). A transfer generation and its victim cells form one unit so it is generated once."""
     import multiprocessing as mp
@@ -539,9 +674,10 @@ def _run_parallel(plan: Plan, todo: list[Cell], workers: int, device: str, store
     for c in todo:
         units.setdefault(c.gen_key or c.key, []).append(c.key)
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(plan.bench, str(plan.out_dir), device, workers)) as pool:
+    with ctx.Pool(
+        workers, initializer=_worker_init, initargs=(plan.bench, str(plan.out_dir), device, workers)
+    ) as pool:
         for recs in pool.imap_unordered(_worker_unit, list(units.values())):
             for rec in recs:
                 store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
                 bar.update(1)
-

@@ -74,14 +74,20 @@ class RegressReport:
             )
             for r in self.rows
         ]
-        widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+        widths = [
+            max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
+        ]
         lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
+        lines += [
+            "  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body
+        ]
         c = self.counts()
         summary = ", ".join(f"{c[k]} {k}" for k in sorted(c))
         lines.append("")
-        lines.append(f"{'FAILED' if self.failed else 'PASSED'}: {summary or 'nothing to compare'} (tolerance {self.tolerance:g})")
+        lines.append(
+            f"{'FAILED' if self.failed else 'PASSED'}: {summary or 'nothing to compare'} (tolerance {self.tolerance:g})"
+        )
         return "\n".join(lines)
 
 
@@ -103,23 +109,33 @@ def wilson(value: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def _prop(p: Any, where: str) -> tuple[float | None, int, tuple[float, float]]:
     if not isinstance(p, dict) or "value" not in p:
-        raise DataError(f"expected a proportion {{'value', 'n', 'ci'}}, got {type(p).__name__} in {where}")
+        raise DataError(
+            f"expected a proportion {{'value', 'n', 'ci'}}, got {type(p).__name__} in {where}"
+        )
     v, n = p.get("value"), int(p.get("n") or 0)
     if v is None:
         return None, n, (0.0, 1.0)
     ci = p.get("ci")
-    if isinstance(ci, list | tuple) and len(ci) == 2 and all(isinstance(c, int | float) for c in ci):
+    if (
+        isinstance(ci, list | tuple)
+        and len(ci) == 2
+        and all(isinstance(c, int | float) for c in ci)
+    ):
         return float(v), n, (float(ci[0]), float(ci[1]))
     return float(v), n, wilson(float(v), n)
 
 
 def _entries(board: Any, name: str) -> dict[tuple[str, str, str], dict[str, Any]]:
     if not isinstance(board, dict) or not isinstance(board.get("entries"), list):
-        raise DataError(f"expected a board with an 'entries' list, got {type(board).__name__} in {name}")
+        raise DataError(
+            f"expected a board with an 'entries' list, got {type(board).__name__} in {name}"
+        )
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
     for i, e in enumerate(board["entries"]):
         if not isinstance(e, dict) or "victim" not in e:
-            raise DataError(f"expected an entry with a 'victim', got {type(e).__name__} in {name} field 'entries[{i}]'")
+            raise DataError(
+                f"expected an entry with a 'victim', got {type(e).__name__} in {name} field 'entries[{i}]'"
+            )
         key = (str(e["victim"]), str(e.get("defense") or "none"), str(e.get("threat") or ""))
         out[key] = e
     return out
@@ -136,7 +152,9 @@ def _values(e: dict[str, Any], where: str) -> dict[str, Any]:
     return vals
 
 
-def compare_boards(baseline: dict[str, Any], new: dict[str, Any], tolerance: float = 0.0) -> RegressReport:
+def compare_boards(
+    baseline: dict[str, Any], new: dict[str, Any], tolerance: float = 0.0
+) -> RegressReport:
     """Compare every robust accuracy of ``baseline`` with ``new`` (see the module docstring)."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not tolerance >= 0:
         raise DataError(f"expected a tolerance >= 0, got {tolerance!r} in option '--tolerance'")
@@ -144,20 +162,38 @@ def compare_boards(baseline: dict[str, Any], new: dict[str, Any], tolerance: flo
     rows: list[RegressRow] = []
     for key in sorted(base_e):
         b = base_e[key]
-        name = " / ".join(k for k in (key[0] if key[1] == "none" else f"{key[0]}+{key[1]}", key[2]) if k)
+        name = " / ".join(
+            k for k in (key[0] if key[1] == "none" else f"{key[0]}+{key[1]}", key[2]) if k
+        )
         n_entry = new_e.get(key)
         if n_entry is None:
-            rows.append(RegressRow(name, None, None, None, None, "missing", "entry not in the new board"))
+            rows.append(
+                RegressRow(name, None, None, None, None, "missing", "entry not in the new board")
+            )
             continue
         bs, ns = b.get("weights_sha256"), n_entry.get("weights_sha256")
         if bs and ns and bs != ns:
-            rows.append(RegressRow(name, None, None, None, None, "weights-changed", f"sha256 {str(bs)[:12]}… -> {str(ns)[:12]}…"))
+            rows.append(
+                RegressRow(
+                    name,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "weights-changed",
+                    f"sha256 {str(bs)[:12]}… -> {str(ns)[:12]}…",
+                )
+            )
         bv, nv = _values(b, f"baseline {name}"), _values(n_entry, f"new {name}")
         for ak in sorted(bv, key=lambda k: (k == "worst-case", k)):
             label = f"{name} / {ak}"
             bval, _, _ = _prop(bv[ak], f"baseline {label}")
             if ak not in nv:
-                rows.append(RegressRow(label, bval, None, None, None, "missing", "attack not in the new board"))
+                rows.append(
+                    RegressRow(
+                        label, bval, None, None, None, "missing", "attack not in the new board"
+                    )
+                )
                 continue
             nval, _, (lo, hi) = _prop(nv[ak], f"new {label}")
             lo_t, hi_t = lo - tolerance, hi + tolerance
@@ -172,8 +208,12 @@ def compare_boards(baseline: dict[str, Any], new: dict[str, Any], tolerance: flo
             rows.append(RegressRow(label, bval, nval, lo_t, hi_t, verdict))
         for ak in sorted(set(nv) - set(bv)):
             nval, _, (lo, hi) = _prop(nv[ak], f"new {name} / {ak}")
-            rows.append(RegressRow(f"{name} / {ak}", None, nval, lo - tolerance, hi + tolerance, "new"))
+            rows.append(
+                RegressRow(f"{name} / {ak}", None, nval, lo - tolerance, hi + tolerance, "new")
+            )
     for key in sorted(set(new_e) - set(base_e)):
-        name = " / ".join(k for k in (key[0] if key[1] == "none" else f"{key[0]}+{key[1]}", key[2]) if k)
+        name = " / ".join(
+            k for k in (key[0] if key[1] == "none" else f"{key[0]}+{key[1]}", key[2]) if k
+        )
         rows.append(RegressRow(name, None, None, None, None, "new", "entry not in the baseline"))
     return RegressReport(tuple(rows), float(tolerance))

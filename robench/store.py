@@ -146,7 +146,15 @@ class Store:
         cur = self._con.execute(
             "INSERT INTO runs (started, finished, robench_version, torch_version, git_commit, host, benchmark, argv) "
             "VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
-            (time.time(), __version__, torch.__version__, git_commit(), socket.gethostname(), benchmark, json.dumps(list(argv))),
+            (
+                time.time(),
+                __version__,
+                torch.__version__,
+                git_commit(),
+                socket.gethostname(),
+                benchmark,
+                json.dumps(list(argv)),
+            ),
         )
         return int(cur.lastrowid)
 
@@ -176,20 +184,28 @@ class Store:
         names = [c for c, _ in CELL_COLUMNS]
         unknown = [k for k in cell if k not in names]
         if unknown:
-            raise ConfigError(f"expected cell columns {names}, got unknown {unknown[0]!r} in Store.write_cell")
+            raise ConfigError(
+                f"expected cell columns {names}, got unknown {unknown[0]!r} in Store.write_cell"
+            )
         if cell.get("status") not in STATUSES:
-            raise ConfigError(f"expected status in {STATUSES}, got {cell.get('status')!r} in Store.write_cell")
+            raise ConfigError(
+                f"expected status in {STATUSES}, got {cell.get('status')!r} in Store.write_cell"
+            )
         key = cell["cell_key"]
         rows: list[tuple] = []
         if samples:
             cols = [c for c, _ in SAMPLE_COLUMNS if c != "cell_key"]
             missing = [c for c in cols if c not in samples]
             if missing:
-                raise ConfigError(f"expected sample column {missing[0]!r}, got none in Store.write_cell")
+                raise ConfigError(
+                    f"expected sample column {missing[0]!r}, got none in Store.write_cell"
+                )
             lists = [_as_list(samples[c]) for c in cols]
             n = len(lists[0])
             if any(len(v) != n for v in lists):
-                raise DataError("expected sample columns of equal length, got ragged columns in Store.write_cell")
+                raise DataError(
+                    "expected sample columns of equal length, got ragged columns in Store.write_cell"
+                )
             rows = [(key, *vals) for vals in zip(*lists, strict=True)]
         values = [_py(cell.get(c)) for c in names]
         con = self._con
@@ -201,7 +217,10 @@ class Store:
                 con.executemany(
                     f"INSERT INTO samples VALUES ({', '.join('?' * len(SAMPLE_COLUMNS))})", rows
                 )
-            con.execute(f"INSERT INTO cells ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values)
+            con.execute(
+                f"INSERT INTO cells ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                values,
+            )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -218,7 +237,11 @@ class Store:
         return pd.read_sql_query(q, self._con, params=args)
 
     def samples(self, cell_key: str) -> pd.DataFrame:
-        df = pd.read_sql_query("SELECT * FROM samples WHERE cell_key = ? ORDER BY sample_id", self._con, params=(cell_key,))
+        df = pd.read_sql_query(
+            "SELECT * FROM samples WHERE cell_key = ? ORDER BY sample_id",
+            self._con,
+            params=(cell_key,),
+        )
         return _bools(df)
 
     def frame(self, status: str | None = "ok") -> pd.DataFrame:

@@ -36,25 +36,48 @@ def _status_line(store: Any, plan: Any) -> str:
     return f"{len(plan.cells)} cells: {counts['ok']} ok, {counts['invalid']} invalid, {counts['error']} error"
 
 
-def _run(benchmark: str, out: str | None, workers: int, device: str, quiet: bool) -> tuple[Any, Any, Any]:
+def _run(
+    benchmark: str, out: str | None, workers: int, device: str, quiet: bool
+) -> tuple[Any, Any, Any]:
     from robench.benchmark import load_benchmark
-    from robench.harness import prepare, run_benchmark
+    from robench.harness import prepare, run_plan
 
     bench = load_benchmark(benchmark)
-    out_dir = Path(out) if out else Path("results") / bench.id
-    store = run_benchmark(bench, out_dir, workers=workers, device=device, progress=not quiet, argv=sys.argv)
-    return bench, store, prepare(bench, out_dir, device)
+    plan = prepare(bench, Path(out) if out else Path("results") / bench.id, device)
+    store = run_plan(plan, workers=workers, progress=not quiet, argv=sys.argv)
+    return bench, store, plan
 
 
 @click.command("run")
 @click.argument("benchmark", required=False, default="quick")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Results folder (default results/ID).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes for cells.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Results folder (default results/ID).",
+)
+@click.option(
+    "--workers", type=int, default=1, show_default=True, help="Worker processes for cells."
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--board-out", type=click.Path(file_okay=False), default=None, help="Leaderboard folder (default leaderboards/ID).")
+@click.option(
+    "--board-out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Leaderboard folder (default leaderboards/ID).",
+)
 @click.option("--no-board", is_flag=True, help="Only fill the results store.")
-def run_cmd(benchmark: str, out: str | None, workers: int, device: str, quiet: bool, board_out: str | None, no_board: bool) -> None:
+def run_cmd(
+    benchmark: str,
+    out: str | None,
+    workers: int,
+    device: str,
+    quiet: bool,
+    board_out: str | None,
+    no_board: bool,
+) -> None:
     """Run BENCHMARK (a built-in name such as quick/smoke, or a YAML file; default: quick).
 
     Finished cells are read from the store, so a second run (or one after a crash) only runs what is
@@ -73,7 +96,13 @@ def run_cmd(benchmark: str, out: str | None, workers: int, device: str, quiet: b
 
 @click.command("results")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Export the joined per-sample frame.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Export the joined per-sample frame.",
+)
 @click.option("--all", "all_status", is_flag=True, help="Export invalid/error cells' rows too.")
 def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
     """Per-cell summary of a results folder; --csv exports the joined frame (atomically)."""
@@ -83,18 +112,36 @@ def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
     from robench.store import Store, store_exists
 
     if not store_exists(directory):
-        raise ConfigError(f"expected a results folder with results.sqlite, got none at {directory} in argument 'DIRECTORY'")
+        raise ConfigError(
+            f"expected a results folder with results.sqlite, got none at {directory} in argument 'DIRECTORY'"
+        )
     with Store(directory) as store:
         summary = store.summary()
         if summary.empty:
             click.echo("no cells recorded")
         else:
-            cols = ["victim", "attack", "surrogate", "threat", "seed", "status", "n", "clean_acc", "robust_acc", "asr", "seconds"]
-            with pd.option_context("display.width", 200, "display.max_rows", 10000, "display.max_colwidth", 40):
+            cols = [
+                "victim",
+                "attack",
+                "surrogate",
+                "threat",
+                "seed",
+                "status",
+                "n",
+                "clean_acc",
+                "robust_acc",
+                "asr",
+                "seconds",
+            ]
+            with pd.option_context(
+                "display.width", 200, "display.max_rows", 10000, "display.max_colwidth", 40
+            ):
                 click.echo(summary[cols].to_string(index=False))
             bad = summary[summary["status"] != "ok"]
             for r in bad.itertuples(index=False):
-                click.echo(f"{r.status}: {r.victim} {r.attack} {r.surrogate or ''} {r.threat} seed {r.seed}: {r.error}")
+                click.echo(
+                    f"{r.status}: {r.victim} {r.attack} {r.surrogate or ''} {r.threat} seed {r.seed}: {r.error}"
+                )
         if csv_path:
             frame = store.frame(None if all_status else "ok")
             atomic_write_text(csv_path, frame.to_csv(index=False))
@@ -103,13 +150,35 @@ def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
 
 @click.command("regress")
 @click.argument("benchmark")
-@click.option("--baseline", required=True, type=click.Path(), help="Baseline board.json (or its folder).")
-@click.option("--tolerance", type=float, default=0.0, show_default=True, help="Widen the new 95% interval by this much.")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Results folder (default: a temporary one).")
+@click.option(
+    "--baseline", required=True, type=click.Path(), help="Baseline board.json (or its folder)."
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Widen the new 95% interval by this much.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Results folder (default: a temporary one).",
+)
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def regress_cmd(benchmark: str, baseline: str, tolerance: float, out: str | None, workers: int, device: str, quiet: bool) -> None:
+def regress_cmd(
+    benchmark: str,
+    baseline: str,
+    tolerance: float,
+    out: str | None,
+    workers: int,
+    device: str,
+    quiet: bool,
+) -> None:
     """Re-run BENCHMARK and fail (exit 1) when a robust accuracy regressed against --baseline.
 
     A value counts as a regression only when the baseline lies above the new 95% Wilson interval
@@ -130,7 +199,9 @@ def regress_cmd(benchmark: str, baseline: str, tolerance: float, out: str | None
         bench, store, plan = _run(benchmark, out, workers, device, quiet)
         base_id = (base.get("benchmark") or {}).get("id")
         if base_id and base_id != bench.id:
-            raise ConfigError(f"expected a baseline board of benchmark {bench.id!r}, got {base_id!r} in option '--baseline'")
+            raise ConfigError(
+                f"expected a baseline board of benchmark {bench.id!r}, got {base_id!r} in option '--baseline'"
+            )
         new = _board(store, plan)
         store.close()
         if tmp is None:
@@ -154,7 +225,9 @@ def bench_cmd(only: tuple[str, ...]) -> None:
 
     unknown = [o for o in only if o not in BENCHMARKS]
     if unknown:
-        raise ConfigError(f"expected one of {sorted(BENCHMARKS)}, got {unknown[0]!r} in option '--only'")
+        raise ConfigError(
+            f"expected one of {sorted(BENCHMARKS)}, got {unknown[0]!r} in option '--only'"
+        )
     for name, res in run_benchmarks(list(only) or None):
         ratio = res.get("ratio")
         goal = f" (goal {res['goal']})" if res.get("goal") else ""
