@@ -6,19 +6,20 @@ centred on the first-frame spine-mid of body 1, zero padding at the end, an abse
 zero. Built by joint-angle forward kinematics (:mod:`robench.synth_motion`) with the nuisance variation
 of a real capture:
 
-- 40 performers with their own bodies (overall scale sd 4.5 %, per-segment sd 3 %: bone lengths vary
+- 40 performers with their own bodies (overall scale sd 5 %, per-segment sd 3.5 %: bone lengths vary
   about ±10 %), stance, idle posture, preferred speed (sd 8 %) and amplitude (sd 6 %); cross-subject
   split, 30 training and 10 test performers drawn by the seed.
 - View: the performer faces the camera ±45° (an interacting pair is seen side-on ±45°), camera pitch
   per setup (8 setups, -12°..+5°), and the body order of a pair is random.
-- Per-sample speed (sd 10 %), amplitude, onset and phase; valid length uniform in [0.625 T, T] frames.
+- Per-sample speed (sd 10 %), amplitude, onset and phase; valid length uniform in [0.625 T, T] frames;
+  a hand action covers 40-95 % of its clip; 30 % of the hand-action clips are performed seated.
 - Idle motion on every non-active limb (breathing, weight shift, head and arm sway).
-- Kinect-like sensor noise: Gaussian jitter (1.7 mm sd per coordinate) plus heavy-tailed glitches
-  (a joint jumps by a random vector of median 7 cm) on 14 % of the frames of each hand, hand tip,
-  thumb and foot and 3 % of the wrist and ankle frames.
-- Confusable pairs that differ only in detail: wave vs raise a hand (an oscillation), left vs right
-  wave, raise one hand vs both, clap vs rub hands, slow vs fast kick (durations overlap), sit down vs
-  stand up (time reversal), bow vs pick up (knees, one arm).
+- Kinect-like sensor noise: Gaussian jitter (1.5 mm sd per coordinate) plus heavy-tailed glitches
+  (a joint jumps by a random vector, log-normal size) on 25 % of the frames of each hand, hand tip,
+  thumb and foot (median 5 cm) and 4 % of the wrist and ankle frames (median 4 cm).
+- Confusable pairs that differ only in detail: wave vs raise the same hand(s) (an oscillation; same
+  posture), left vs right wave, raise one hand vs both, cheer up (wave both) vs raise both, clap vs
+  rub hands, slow vs fast kick (durations overlap), sit down vs stand up (time reversal).
 
 No label noise: every clip is a clean instance of its class; difficulty comes from the variation above.
 Everything is drawn from ``numpy.random.SeedSequence(seed)`` streams, so a seed fixes the data exactly
@@ -50,14 +51,19 @@ from robench.synth_motion import (
     place_on_floor,
     rot_x,
     rot_y,
+    seat,
 )
 
 NAME = "synth-ntu25"
 CLASS_NAMES: tuple[str, ...] = tuple(a.name for a in ACTIONS)
 TWO_PERSON_CLASSES: tuple[str, ...] = tuple(a.name for a in ACTIONS if a.two_person)
 N_SUBJECTS, N_TEST_SUBJECTS, N_SETUPS = 40, 10, 8
-JITTER_SD = 0.0017  # m, Gaussian sensor jitter per coordinate
-GLITCH = {DISTAL: (0.14, 0.07), SEMI_DISTAL: (0.03, 0.04)}  # joints -> (rate per frame, median size m)
+SEATED_FRACTION = 0.3  # of the clips of seatable (hand) actions
+JITTER_SD = 0.0015  # m, Gaussian sensor jitter per coordinate
+GLITCH = {
+    DISTAL: (0.25, 0.05, 0.3),
+    SEMI_DISTAL: (0.04, 0.04, 0.4),
+}  # joints -> (rate/frame, median m, sd log)
 
 # Statistics of real NTU RGB+D skeletons (Kinect v2, 30 fps). Bones: mean length over present frames.
 REALISM_TARGETS: dict[str, float] = {
@@ -76,9 +82,17 @@ REALISM_TARGETS: dict[str, float] = {
     "pair_distance_in_range": 1.0,  # fraction of two-body frames with distance in [0.7, 1.5] m
 }
 REALISM_BANDS: dict[str, tuple[float, float]] = {
-    **{k: (0.9 * v, 1.1 * v) for k, v in REALISM_TARGETS.items() if k.startswith("bone_") and k != "bone_cv"},
+    **{
+        k: (0.9 * v, 1.1 * v)
+        for k, v in REALISM_TARGETS.items()
+        if k.startswith("bone_") and k != "bone_cv"
+    },
     "bone_cv": (0.03, 0.10),
-    **{k: (v / 1.5, v * 1.5) for k, v in REALISM_TARGETS.items() if k.startswith(("speed", "jitter"))},
+    **{
+        k: (v / 1.5, v * 1.5)
+        for k, v in REALISM_TARGETS.items()
+        if k.startswith(("speed", "jitter"))
+    },
     "pair_distance_median_m": (0.7, 1.5),
     "pair_distance_in_range": (0.8, 1.0),
 }
@@ -100,8 +114,8 @@ def _check_int(value: object, field: str, lo: int) -> int:
 
 def _subjects(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Per-performer body (bone offsets) and motion style; index 0 is performer P001."""
-    scale = np.clip(rng.normal(1.0, 0.045, N_SUBJECTS), 0.88, 1.12)
-    factor = np.clip(rng.normal(1.0, 0.03, (N_SUBJECTS, len(GROUPS))), 0.92, 1.08)
+    scale = np.clip(rng.normal(1.0, 0.05, N_SUBJECTS), 0.87, 1.13)
+    factor = np.clip(rng.normal(1.0, 0.035, (N_SUBJECTS, len(GROUPS))), 0.91, 1.09)
     return {
         "offsets": body_offsets(scale, factor),
         "arm_abd": rng.uniform(0.06, 0.18, N_SUBJECTS),
@@ -145,7 +159,11 @@ def _sample_ids(setup: np.ndarray, subject: np.ndarray, y: np.ndarray) -> tuple[
 
 
 def generate(
-    seed: int = 0, n_train: int = 2000, n_test: int = 600, num_frames: int = 64, progress: bool = False
+    seed: int = 0,
+    n_train: int = 2000,
+    n_test: int = 600,
+    num_frames: int = 64,
+    progress: bool = False,
 ) -> SkeletonSet:
     """Generate ``synth-ntu25``: ``n_train`` + ``n_test`` clips (train first), x (N, 3, num_frames, 25, 2).
 
@@ -159,7 +177,9 @@ def generate(
     t_len = _check_int(num_frames, "num_frames", 8)
     if n_train + n_test == 0:
         raise ConfigError("expected at least one clip, got n_train = n_test = 0 in generate")
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6 + len(ACTIONS))]
+    streams = [
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6 + len(ACTIONS))
+    ]
     rng_subj, rng_split, rng_time, rng_idle, rng_view, rng_noise = streams[:6]
     people = _subjects(rng_subj)
     plan = _split_plan(rng_split, n_train, n_test)
@@ -177,6 +197,10 @@ def generate(
     q2 = np.zeros((len(pair), t_len, len(DOFS)))
     idle(rng_idle, q1, t, style(subj))
     idle(rng_idle, q2, t, style(partner[pair]))
+    seated = np.array([a.seatable for a in ACTIONS])[y] & (rng_idle.random(n) < SEATED_FRACTION)
+    q_seated = q1[seated]
+    seat(rng_idle, q_seated)
+    q1[seated] = q_seated
     q2_full = np.zeros((n, t_len, len(DOFS)))
     q2_full[pair] = q2
     dist = np.zeros(n)
@@ -194,7 +218,9 @@ def generate(
     bodies = torch.zeros((n, t_len, 2, 25, 3), dtype=torch.float64)
     bodies[:, :, 0] = place_on_floor(forward_kinematics(q1, off1), q1, off1)
     # body 2 stands `dist` in front of body 1, facing it (a half turn about the vertical)
-    p2 = place_on_floor(forward_kinematics(q2, off2), q2, off2) * torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64)
+    p2 = place_on_floor(forward_kinematics(q2, off2), q2, off2) * torch.tensor(
+        [-1.0, 1.0, -1.0], dtype=torch.float64
+    )
     p2[..., 2] += torch.from_numpy(dist[pair])[:, None, None]
     bodies[pair, :, 1] = p2
     swap = torch.from_numpy(pair[rng_view.random(len(pair)) < 0.5])
@@ -212,10 +238,10 @@ def generate(
 
     # Kinect-like noise: Gaussian jitter + heavy-tailed glitches on distal joints
     x += torch.from_numpy(rng_noise.standard_normal(x.shape, dtype=np.float32)) * JITTER_SD
-    for joints, (rate, size) in GLITCH.items():
+    for joints, (rate, size, spread) in GLITCH.items():
         shape = (n, t_len, 2, len(joints))
         hit = rng_noise.random(shape, dtype=np.float32) < rate
-        mag = np.exp(rng_noise.normal(np.log(size), 0.6, shape)).astype(np.float32) * hit
+        mag = np.exp(rng_noise.normal(np.log(size), spread, shape)).astype(np.float32) * hit
         direction = rng_noise.standard_normal(shape + (3,), dtype=np.float32)
         direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
         x[:, :, :, list(joints)] += torch.from_numpy(mag[..., None] * direction)
@@ -248,9 +274,13 @@ def realism_stats(ds: SkeletonSet, fps: float = FPS, chunk: int = 256) -> dict[s
     distances pool the frames where both bodies are present (NaN when there are none).
     """
     if ds.topology.name != "ntu25" or ds.topology.num_joints != 25:
-        raise DataError(f"expected the ntu25 topology, got {ds.topology.name!r} in {ds.source} field 'topology'")
+        raise DataError(
+            f"expected the ntu25 topology, got {ds.topology.name!r} in {ds.source} field 'topology'"
+        )
     if ds.unit not in METRES_PER_UNIT:
-        raise DataError(f"expected a metric unit (m, cm, mm), got {ds.unit!r} in {ds.source} field 'unit'")
+        raise DataError(
+            f"expected a metric unit (m, cm, mm), got {ds.unit!r} in {ds.source} field 'unit'"
+        )
     scale = METRES_PER_UNIT[ds.unit]
     bone_sum = {k: [] for k in _BONE_PAIRS}
     speed, jitter, pair_d, two = [], [], [], []
@@ -260,7 +290,9 @@ def realism_stats(ds: SkeletonSet, fps: float = FPS, chunk: int = 256) -> dict[s
         cnt = pres.sum(-1)
         body = cnt > 0
         for key, pairs in _BONE_PAIRS.items():
-            ln = sum((x[..., J[a], :] - x[..., J[b], :]).norm(dim=-1) for a, b in pairs) / len(pairs)
+            ln = sum((x[..., J[a], :] - x[..., J[b], :]).norm(dim=-1) for a, b in pairs) / len(
+                pairs
+            )
             bone_sum[key].append(((ln * pres).sum(-1) / cnt.clamp(min=1))[body])
         ok1 = pres[..., 1:] & pres[..., :-1]
         speed.append((x[:, :, 1:] - x[:, :, :-1]).norm(dim=-1)[ok1].flatten() * fps)
@@ -286,7 +318,9 @@ def realism_stats(ds: SkeletonSet, fps: float = FPS, chunk: int = 256) -> dict[s
     out["jitter_median_m"], out["jitter_p90_m"] = q(jitter, 0.5), q(jitter, 0.9)
     out["pair_distance_median_m"] = q(pair_d, 0.5)
     d = torch.cat(pair_d) if pair_d else torch.zeros(0)
-    out["pair_distance_in_range"] = float(((d >= 0.7) & (d <= 1.5)).double().mean()) if len(d) else float("nan")
+    out["pair_distance_in_range"] = (
+        float(((d >= 0.7) & (d <= 1.5)).double().mean()) if len(d) else float("nan")
+    )
     out["two_person_fraction"] = float(torch.cat(two).double().mean()) if two else 0.0
     return out
 
@@ -297,7 +331,9 @@ def realism_failures(stats: dict[str, float]) -> list[str]:
     for key, (lo, hi) in REALISM_BANDS.items():
         v = stats.get(key, float("nan"))
         if not lo <= v <= hi:
-            bad.append(f"{key} = {v:.4g} outside [{lo:.4g}, {hi:.4g}] (target {REALISM_TARGETS[key]:.4g})")
+            bad.append(
+                f"{key} = {v:.4g} outside [{lo:.4g}, {hi:.4g}] (target {REALISM_TARGETS[key]:.4g})"
+            )
     return bad
 
 
@@ -318,7 +354,9 @@ def centroid_baseline(train: SkeletonSet, test: SkeletonSet) -> float:
     the training means; prediction is the nearest centroid in Euclidean distance. No other alignment.
     """
     if train.class_names != test.class_names:
-        raise DataError(f"expected the training class names, got {test.class_names[:3]}... in {test.source}")
+        raise DataError(
+            f"expected the training class names, got {test.class_names[:3]}... in {test.source}"
+        )
     if train.x.shape[3:] != test.x.shape[3:]:
         raise DataError(
             f"expected (V, M) = {tuple(train.x.shape[3:])} like the training set, got "
@@ -327,7 +365,10 @@ def centroid_baseline(train: SkeletonSet, test: SkeletonSet) -> float:
     ftr, fte = _time_averaged_pose(train), _time_averaged_pose(test)
     k = train.num_classes
     counts = torch.bincount(train.y, minlength=k).double()
-    cent = torch.zeros(k, ftr.shape[1], dtype=torch.float64).index_add_(0, train.y, ftr) / counts.clamp(min=1)[:, None]
+    cent = (
+        torch.zeros(k, ftr.shape[1], dtype=torch.float64).index_add_(0, train.y, ftr)
+        / counts.clamp(min=1)[:, None]
+    )
     dist = torch.cdist(fte, cent)
     dist[:, counts == 0] = float("inf")
     return float((dist.argmin(1) == test.y).double().mean()) if len(test) else float("nan")

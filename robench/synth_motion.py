@@ -32,7 +32,9 @@ FPS = 30.0
 J = {name: i for i, name in enumerate(NTU25_NAMES)}
 SIDES = ("l", "r")
 _SIDE_NAME = {"l": "left", "r": "right"}
-DISTAL = tuple(J[f"{part}_{s}"] for part in ("hand", "handtip", "thumb", "foot") for s in ("left", "right"))
+DISTAL = tuple(
+    J[f"{part}_{s}"] for part in ("hand", "handtip", "thumb", "foot") for s in ("left", "right")
+)
 SEMI_DISTAL = tuple(J[f"{part}_{s}"] for part in ("wrist", "ankle") for s in ("left", "right"))
 
 _SIDE_DOFS = (
@@ -64,7 +66,7 @@ _BONES: dict[str, tuple[str, tuple[float, float, float], float, str]] = {
     "ankle_{s}": ("knee_{s}", (0, -1, 0), 0.34, "shin"),
     "foot_{s}": ("ankle_{s}", (0, -0.35, 1), 0.1, "foot"),
 }
-GROUPS = ("torso", "head", "shoulder", "upper_arm", "forearm", "hand", "hip", "thigh", "shin", "foot")
+GROUPS = tuple(dict.fromkeys(group for *_, group in _BONES.values()))  # torso, head, shoulder, ...
 
 
 def _rest_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -79,7 +81,8 @@ def _rest_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tupl
             vec = np.array(d, dtype=float)
             if s == "right":
                 vec[0] = -vec[0]
-            parent[c], direction[c], length[c], group[c] = p, vec / np.linalg.norm(vec), ln, GROUPS.index(grp)
+            parent[c], length[c], group[c] = p, ln, GROUPS.index(grp)
+            direction[c] = vec / np.linalg.norm(vec)
     order, done = [J["spine_base"]], {J["spine_base"]}
     while len(order) < v:
         for j in range(v):
@@ -145,10 +148,20 @@ def forward_kinematics(q: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
     seg = {J["spine_mid"]: r_s1, J["spine_shoulder"]: r_s2, J["neck"]: r_neck, J["head"]: r_neck}
     for s, m in (("l", 1.0), ("r", -1.0)):
         name = _SIDE_NAME[s]
-        r_ua = _chain(r_s2, rot_z(m * g[f"sh_abd_{s}"]), rot_x(-g[f"sh_flex_{s}"]), rot_y(m * g[f"sh_rot_{s}"]))
+        r_ua = _chain(
+            r_s2,
+            rot_z(m * g[f"sh_abd_{s}"]),
+            rot_x(-g[f"sh_flex_{s}"]),
+            rot_y(m * g[f"sh_rot_{s}"]),
+        )
         r_fa = r_ua @ rot_x(-g[f"elbow_{s}"])
         r_hand = r_fa @ rot_x(-g[f"wrist_{s}"])
-        r_th = _chain(r_pelvis, rot_z(m * g[f"hip_abd_{s}"]), rot_x(-g[f"hip_flex_{s}"]), rot_y(m * g[f"hip_rot_{s}"]))
+        r_th = _chain(
+            r_pelvis,
+            rot_z(m * g[f"hip_abd_{s}"]),
+            rot_x(-g[f"hip_flex_{s}"]),
+            rot_y(m * g[f"hip_rot_{s}"]),
+        )
         r_sh = r_th @ rot_x(g[f"knee_{s}"])
         seg[J[f"shoulder_{name}"]] = r_s2 @ rot_z(m * g[f"clav_{s}"])
         seg[J[f"elbow_{name}"]] = r_ua
@@ -193,12 +206,16 @@ def ramp(t: np.ndarray, t0: np.ndarray, dur: np.ndarray) -> np.ndarray:
     return min_jerk((t - t0) / np.maximum(dur, 1e-3))
 
 
-def bump(t: np.ndarray, t0: np.ndarray, rise: np.ndarray, hold: np.ndarray, fall: np.ndarray) -> np.ndarray:
+def bump(
+    t: np.ndarray, t0: np.ndarray, rise: np.ndarray, hold: np.ndarray, fall: np.ndarray
+) -> np.ndarray:
     """0 -> 1 (min-jerk over ``rise``) -> hold -> 0 (over ``fall``); all times in seconds."""
     return ramp(t, t0, rise) - ramp(t, t0 + rise + hold, fall)
 
 
-def smooth_noise(rng: np.random.Generator, n: int, t: np.ndarray, fmin: float, fmax: float, k: int = 3) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator, n: int, t: np.ndarray, fmin: float, fmax: float, k: int = 3
+) -> np.ndarray:
     """(n, T) band-limited random signal of unit peak scale: a mean of ``k`` sinusoids with random
     frequencies in [fmin, fmax] Hz and random phases."""
     f = rng.uniform(fmin, fmax, (n, 1, k))
@@ -241,14 +258,18 @@ class Ctx:
         q[..., D[name]] += value
 
 
-def idle(rng: np.random.Generator, q: np.ndarray, t: np.ndarray, style: dict[str, np.ndarray]) -> None:
+def idle(
+    rng: np.random.Generator, q: np.ndarray, t: np.ndarray, style: dict[str, np.ndarray]
+) -> None:
     """Stance plus idle motion on every limb: breathing, weight shift, head, arm and trunk sway.
 
     ``style`` holds per-body (n,) arrays: ``arm_abd``, ``elbow``, ``stance``, ``knee``.
     """
     n = q.shape[0]
     c = lambda a: a[:, None]  # noqa: E731
-    breath = np.sin(2 * np.pi * rng.uniform(0.2, 0.35, (n, 1)) * t + rng.uniform(0, 2 * np.pi, (n, 1)))
+    breath = np.sin(
+        2 * np.pi * rng.uniform(0.2, 0.35, (n, 1)) * t + rng.uniform(0, 2 * np.pi, (n, 1))
+    )
     shift = rng.uniform(0.015, 0.045, (n, 1)) * smooth_noise(rng, n, t, 0.08, 0.35)
     q[..., D["spine_flex"]] += 0.015 * breath + 0.02 * smooth_noise(rng, n, t, 0.1, 0.4)
     q[..., D["spine_lat"]] += -0.4 * shift
@@ -270,20 +291,17 @@ def idle(rng: np.random.Generator, q: np.ndarray, t: np.ndarray, style: dict[str
 
 # ---------------------------------------------------------------------------------- actions
 def _active_window(c: Ctx, rise: float, fall: float) -> np.ndarray:
-    """An envelope that raises a pose, holds it for most of the clip and lowers it before the end."""
+    """An envelope that raises a pose, holds it and lowers it, covering 40-95 % of the clip at a random
+    position (clips keep some idle time before and after the action, as real recordings do)."""
     r = rise / c.speed * c.u(0.8, 1.2)
     f = fall / c.speed * c.u(0.8, 1.2)
-    t0 = c.u(0.05, 0.3)
-    end = c.dur - c.u(0.0, 0.25)
-    return bump(c.t, t0, r, np.maximum(end - t0 - r - f, 0.3), f)
+    hold = np.maximum(c.dur * c.u(0.4, 0.95) - r - f, 0.3)
+    return bump(c.t, c.onset(r + hold + f, earliest=0.05), r, hold, f)
 
 
 def _hand_up(c: Ctx, q: np.ndarray, s: str, e: np.ndarray, waving: bool) -> None:
     """Upper arm out to the side, forearm up ('hand raised'); a wave oscillates the elbow."""
-    if waving:
-        abd, flex, rot, elb = c.u(1.2, 1.7), c.u(0.0, 0.45), c.u(1.2, 1.6), c.u(1.0, 1.5)
-    else:
-        abd, flex, rot, elb = c.u(0.9, 1.55), c.u(0.2, 0.8), c.u(1.1, 1.6), c.u(0.5, 1.2)
+    abd, flex, rot, elb = c.u(1.0, 1.65), c.u(0.0, 0.7), c.u(1.1, 1.6), c.u(0.7, 1.4)
     c.add(q, f"sh_abd_{s}", e * abd)
     c.add(q, f"sh_flex_{s}", e * flex)
     c.add(q, f"sh_rot_{s}", e * rot)
@@ -291,32 +309,30 @@ def _hand_up(c: Ctx, q: np.ndarray, s: str, e: np.ndarray, waving: bool) -> None
     c.add(q, f"clav_{s}", e * 0.1)
     c.add(q, "spine_lat", e * (0.06 if s == "r" else -0.06))
     if waving:
-        a = c.u(0.15, 0.55) * c.amp
-        f = c.u(1.6, 2.6) * np.sqrt(c.speed)
+        a = c.u(0.3, 0.8) * c.amp
+        f = c.u(1.5, 2.8) * np.sqrt(c.speed)
         w = np.sin(2 * np.pi * f * c.t + c.u(0, 2 * np.pi))
-        c.add(q, f"elbow_{s}", e**2 * a * w)
-        c.add(q, f"sh_rot_{s}", e**2 * 0.3 * a * w)
-        c.add(q, f"wrist_{s}", e**2 * 0.5 * a * np.sin(2 * np.pi * f * c.t + 0.6))
-    else:
-        c.add(q, f"elbow_{s}", e * 0.06 * smooth_noise(c.rng, c.n, c.t, 0.2, 0.8))
+        c.add(q, f"elbow_{s}", e * a * w)
+        c.add(q, f"sh_rot_{s}", e * 0.3 * a * w)
+        c.add(q, f"sh_abd_{s}", e * 0.5 * a * w)
+        c.add(q, f"wrist_{s}", e * 0.6 * a * np.sin(2 * np.pi * f * c.t + 0.6))
+    else:  # a raised hand is never perfectly still
+        c.add(q, f"elbow_{s}", e * 0.05 * smooth_noise(c.rng, c.n, c.t, 0.2, 1.2))
+        c.add(q, f"sh_abd_{s}", e * 0.02 * smooth_noise(c.rng, c.n, c.t, 0.2, 1.2))
 
 
-def wave(side: str) -> Callable[[Ctx], None]:
+def hands_up(sides: str, waving: bool) -> Callable[[Ctx], None]:
+    """Raise the hand(s) of ``sides`` ("r", "l" or "lr", the second one lagging up to 0.12 s);
+    ``waving`` adds the wave oscillation."""
+
     def fn(c: Ctx) -> None:
-        _hand_up(c, c.q1, side, _active_window(c, 0.45, 0.4), waving=True)
+        e = _active_window(c, 0.8, 0.7)
+        for i, s in enumerate(sides):
+            _hand_up(
+                c, c.q1, s, e if i == 0 else _shift(c.t, e, c.u(-0.12, 0.12) / c.speed), waving
+            )
 
     return fn
-
-
-def raise_hand(c: Ctx) -> None:
-    _hand_up(c, c.q1, "r", _active_window(c, 0.45, 0.4), waving=False)
-
-
-def raise_both_hands(c: Ctx) -> None:
-    e = _active_window(c, 0.45, 0.4)
-    lag = c.u(-0.12, 0.12) / c.speed
-    _hand_up(c, c.q1, "r", e, waving=False)
-    _hand_up(c, c.q1, "l", _shift(c.t, e, lag), waving=False)
 
 
 def _shift(t: np.ndarray, e: np.ndarray, lag: np.ndarray) -> np.ndarray:
@@ -330,32 +346,32 @@ def _shift(t: np.ndarray, e: np.ndarray, lag: np.ndarray) -> np.ndarray:
     return (1 - a) * e[rows, lo] + a * e[rows, hi]
 
 
-def _hands_front(c: Ctx, e: np.ndarray) -> dict[str, np.ndarray]:
-    """Both forearms raised in front of the chest, hands meeting at the midline (clap/rub pose)."""
+def _hands_front(c: Ctx, e: np.ndarray) -> None:
+    """Both forearms raised in front of the chest, palms meeting at the midline (clap/rub pose)."""
     flex, abd, elb = c.u(0.45, 0.8), c.u(0.15, 0.35), c.u(1.3, 1.65)
-    rot = -(0.55 + 0.5 * abd)  # internal rotation that brings the hands to the midline
+    # internal rotation that brings the hands within ~2 cm of the midline (a fit of the FK solution)
+    rot = -(1.185 - 0.405 * flex + 0.444 * abd - 0.352 * elb)
     for s in SIDES:
         c.add(c.q1, f"sh_flex_{s}", e * flex)
         c.add(c.q1, f"sh_abd_{s}", e * abd)
         c.add(c.q1, f"sh_rot_{s}", e * rot)
         c.add(c.q1, f"elbow_{s}", e * elb)
-    return {"flex": flex, "abd": abd}
 
 
 def clap(c: Ctx) -> None:
-    e = _active_window(c, 0.4, 0.4)
+    e = _active_window(c, 0.6, 0.5)
     _hands_front(c, e)
-    sep = c.u(0.2, 0.6) * c.amp
-    f = c.u(1.8, 3.0) * np.sqrt(c.speed)
+    sep = c.u(0.1, 0.6) * c.amp
+    f = c.u(1.5, 3.0) * np.sqrt(c.speed)
     open_ = 0.5 - 0.5 * np.cos(2 * np.pi * f * c.t + c.u(0, 2 * np.pi))
     for s in SIDES:
         c.add(c.q1, f"sh_rot_{s}", e**2 * sep * open_)
 
 
 def rub_hands(c: Ctx) -> None:
-    e = _active_window(c, 0.4, 0.4)
+    e = _active_window(c, 0.6, 0.5)
     _hands_front(c, e)
-    a = c.u(0.06, 0.2) * c.amp
+    a = c.u(0.06, 0.25) * c.amp
     f = c.u(2.0, 3.5) * np.sqrt(c.speed)
     ph = 2 * np.pi * f * c.t + c.u(0, 2 * np.pi)
     c.add(c.q1, "elbow_l", e**2 * a * np.sin(ph))
@@ -368,7 +384,7 @@ def kick(base_duration: float) -> Callable[[Ctx], None]:
     """Front kick with the right leg: chamber (knee up), extend, retract; trunk leans back."""
 
     def fn(c: Ctx) -> None:
-        dur = base_duration * np.exp(c.rng.normal(0, 0.15, (c.n, 1))) / c.speed
+        dur = base_duration * np.exp(c.rng.normal(0, 0.2, (c.n, 1))) / c.speed
         t0 = c.onset(dur)
         u = np.clip((c.t - t0) / dur, 0, 1)
         lift = np.sin(np.pi * u) ** 2
@@ -390,36 +406,6 @@ def _trunk_pitch(c: Ctx, q: np.ndarray, pitch: np.ndarray) -> None:
     c.add(q, "root_pitch", pitch)
     for s in SIDES:
         c.add(q, f"hip_flex_{s}", pitch)
-
-
-def bow(c: Ctx) -> None:
-    rise, hold, fall = 0.55 / c.speed, c.u(0.2, 0.6) / c.speed, 0.65 / c.speed
-    e = bump(c.t, c.onset(rise + hold + fall), rise, hold, fall)
-    depth = c.u(0.45, 0.9) * c.amp
-    _trunk_pitch(c, c.q1, 0.5 * depth * e)
-    c.add(c.q1, "spine_flex", 0.5 * depth * e)
-    c.add(c.q1, "neck_flex", 0.2 * e)
-    for s in SIDES:
-        c.add(c.q1, f"sh_flex_{s}", 0.8 * depth * e)
-
-
-def pick_up(c: Ctx) -> None:
-    """Squat and bend, reach the floor with the right hand, stand up holding the object at the chest."""
-    down, hold, up = 0.7 / c.speed, c.u(0.15, 0.4) / c.speed, 0.7 / c.speed
-    t0 = c.onset(down + hold + up + 0.3)
-    e = bump(c.t, t0, down, hold, up)
-    pitch, knee, spine = c.u(0.45, 0.75), c.u(0.5, 1.1), c.u(0.3, 0.6)
-    _trunk_pitch(c, c.q1, pitch * e)
-    c.add(c.q1, "spine_flex", spine * e)
-    for s in SIDES:
-        c.add(c.q1, f"hip_flex_{s}", 0.6 * knee * e)
-        c.add(c.q1, f"knee_{s}", knee * e)
-        c.add(c.q1, f"ankle_{s}", -0.45 * knee * e)
-    c.add(c.q1, "sh_flex_r", 0.9 * (pitch + spine) * e)
-    c.add(c.q1, "sh_flex_l", 0.3 * e)
-    held = ramp(c.t, t0 + down + hold + 0.3 * up, 0.6 * up)
-    c.add(c.q1, "elbow_r", c.u(1.2, 1.6) * held)
-    c.add(c.q1, "sh_flex_r", 0.3 * held)
 
 
 def _sit(c: Ctx, down: bool) -> None:
@@ -472,7 +458,7 @@ def handshake(c: Ctx) -> None:
     pump = 0.12 * c.amp * np.sin(2 * np.pi * c.u(2.0, 3.0) * c.t + c.u(0, 2 * np.pi))
     for q, lag in ((c.q1, 0.0), (c.q2, c.u(0.0, 0.25))):
         e = bump(c.t, t0 + lag, rise - lag, hold, fall)
-        _reach(c, q, e, c.u(0.7, 0.95), c.u(0.45, 0.8), -c.u(0.2, 0.5), -0.1)
+        _reach(c, q, e, c.u(0.7, 0.95), c.u(0.45, 0.8), -c.u(0.35, 0.65), -0.1)
         c.add(q, "sh_flex_r", e**3 * pump)
         c.add(q, "spine_flex", 0.1 * e)
 
@@ -499,13 +485,14 @@ def push(c: Ctx) -> None:
 
 
 def hug(c: Ctx) -> None:
+    """Both walk toward each other, embrace, let go and step back a little."""
     c.dist[:] = c.rng.uniform(1.0, 1.3, c.n)
-    t0 = c.onset(1.6 / c.speed)
-    close = (c.dist[:, None] - c.u(0.35, 0.5)) / 2
-    rise, fall = 0.5 / c.speed, 0.5 / c.speed
+    walk, rise, hold, fall = 0.6 / c.speed, 0.6 / c.speed, c.u(0.5, 1.0) / c.speed, 0.6 / c.speed
+    t0 = c.onset(walk + rise + hold + fall)
+    close = (c.dist[:, None] - c.u(0.4, 0.55)) / 2
     for q in (c.q1, c.q2):
-        _step(c, q, t0, 0.6 / c.speed, close * c.u(0.9, 1.1))
-        e = bump(c.t, t0 + 0.3 / c.speed, rise, c.dur, fall)
+        _step(c, q, t0, walk, close * c.u(0.9, 1.1))
+        e = bump(c.t, t0 + 0.5 * walk, rise, hold, fall)
         for s in SIDES:
             c.add(q, f"sh_flex_{s}", c.u(1.0, 1.35) * e)
             c.add(q, f"sh_abd_{s}", c.u(0.3, 0.6) * e)
@@ -513,6 +500,7 @@ def hug(c: Ctx) -> None:
             c.add(q, f"sh_rot_{s}", -0.4 * e)
         c.add(q, "spine_flex", 0.15 * e)
         c.add(q, "neck_yaw", 0.3 * e)
+        _step(c, q, t0 + 0.5 * walk + rise + hold, walk, -close * c.u(0.3, 0.7))
 
 
 def point_at(c: Ctx) -> None:
@@ -527,24 +515,37 @@ def point_at(c: Ctx) -> None:
     c.add(c.q2, "neck_flex", 0.15 * bump(c.t, t0 + 0.3, 0.4, c.u(0.3, 0.8), 0.4))
 
 
+def seat(rng: np.random.Generator, q: np.ndarray) -> None:
+    """Put bodies ``q`` (n, T, DOFS) on a chair: hips and knees flexed about 85°, feet planted."""
+    n = q.shape[0]
+    for s in SIDES:
+        q[..., D[f"hip_flex_{s}"]] += rng.uniform(1.35, 1.6, (n, 1))
+        q[..., D[f"knee_{s}"]] += rng.uniform(1.4, 1.65, (n, 1))
+        q[..., D[f"hip_abd_{s}"]] += rng.uniform(0.0, 0.15, (n, 1))
+
+
 @dataclass(frozen=True)
 class Action:
+    """An action class: ``fn`` adds its motion to a :class:`Ctx`; ``seatable`` actions are performed
+    seated in a fraction of the clips (a posture nuisance, as in NTU's seated setups)."""
+
     name: str
     fn: Callable[[Ctx], None]
     two_person: bool = False
+    seatable: bool = False
 
 
 ACTIONS: tuple[Action, ...] = (
-    Action("wave_right_hand", wave("r")),
-    Action("wave_left_hand", wave("l")),
-    Action("raise_right_hand", raise_hand),
-    Action("raise_both_hands", raise_both_hands),
-    Action("clap_hands", clap),
-    Action("rub_hands", rub_hands),
+    Action("wave_right_hand", hands_up("r", waving=True), seatable=True),
+    Action("wave_left_hand", hands_up("l", waving=True), seatable=True),
+    Action("cheer_up", hands_up("rl", waving=True), seatable=True),
+    Action("raise_right_hand", hands_up("r", waving=False), seatable=True),
+    Action("raise_left_hand", hands_up("l", waving=False), seatable=True),
+    Action("raise_both_hands", hands_up("rl", waving=False), seatable=True),
+    Action("clap_hands", clap, seatable=True),
+    Action("rub_hands", rub_hands, seatable=True),
     Action("kick_slow", kick(1.05)),
     Action("kick_fast", kick(0.5)),
-    Action("bow", bow),
-    Action("pick_up", pick_up),
     Action("sit_down", sit_down),
     Action("stand_up", stand_up),
     Action("handshake", handshake, two_person=True),

@@ -1,0 +1,109 @@
+"""``robench data build NAME --out FILE.npz`` and ``robench data stats FILE.npz``."""
+
+from __future__ import annotations
+
+import math
+
+import click
+import torch
+
+from robench.dataset import METRES_PER_UNIT, SkeletonSet
+from robench.errors import UnknownNameError
+from robench.registry import suggest
+from robench.skeleton import presence_mask
+
+BUILDERS = ("synth-ntu25",)
+
+
+def describe(ds: SkeletonSet) -> list[str]:
+    """Readable summary lines of any set: shape, classes, splits, performers, clip lengths, bodies."""
+    n, _, t, v, m = ds.x.shape
+    pres = presence_mask(ds.x)[:, 0, :, 0, :]  # (N, T, M)
+    lengths = pres.any(-1).sum(-1).double()
+    lines = [
+        f"{ds.name}: {n} clips, x {tuple(ds.x.shape)} float32 in {ds.unit}, topology {ds.topology.name} "
+        f"({v} joints), {ds.num_classes} classes",
+        f"classes: {', '.join(ds.class_names)}",
+    ]
+    for split in sorted(set(ds.split)) if ds.split else ["(all)"]:
+        sub = ds.get_split(split) if ds.split else ds
+        subj = sorted(set(sub.subject.tolist()) - {-1}) if sub.subject is not None else []
+        counts = torch.bincount(sub.y, minlength=ds.num_classes)
+        lines.append(
+            f"split {split}: {len(sub)} clips, {len(subj)} performers, "
+            f"{int(counts.min())}..{int(counts.max())} clips per class"
+        )
+    if n:
+        lines.append(
+            f"valid frames: min {int(lengths.min())}, median {int(lengths.median())}, max {int(lengths.max())} of {t}; "
+            f"clips with a second body: {float(pres[..., 1:].any(-1).any(-1).double().mean()) if m > 1 else 0.0:.3f}"
+        )
+    return lines
+
+
+def realism_table(ds: SkeletonSet) -> list[str]:
+    """The realism statistics of an ntu25 set in a metric unit against the NTU targets and bands."""
+    from robench.synth import REALISM_BANDS, REALISM_TARGETS, realism_stats
+
+    if ds.topology.name != "ntu25" or ds.unit not in METRES_PER_UNIT:
+        return [
+            f"realism statistics need the ntu25 topology in a metric unit; got {ds.topology.name} in {ds.unit}"
+        ]
+    stats = realism_stats(ds)
+    lines = [f"{'statistic':<24} {'value':>9} {'target':>9} {'band':>19}  ok"]
+    for key, value in stats.items():
+        if key in REALISM_TARGETS:
+            lo, hi = REALISM_BANDS[key]
+            ok = "yes" if lo <= value <= hi else ("n/a" if math.isnan(value) else "NO")
+            lines.append(
+                f"{key:<24} {value:>9.4f} {REALISM_TARGETS[key]:>9.4f} {f'[{lo:.4f}, {hi:.4f}]':>19}  {ok}"
+            )
+        else:
+            lines.append(f"{key:<24} {value:>9.4f}")
+    return lines
+
+
+@click.group("data")
+def data_group() -> None:
+    """Build the embedded data sets and inspect robench .npz files."""
+
+
+@data_group.command("build")
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="output .npz path")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n-train", type=int, default=2000, show_default=True)
+@click.option("--n-test", type=int, default=600, show_default=True)
+@click.option("--num-frames", type=int, default=64, show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def build(
+    name: str, out: str, seed: int, n_train: int, n_test: int, num_frames: int, quiet: bool
+) -> None:
+    """Generate built-in data set NAME (synth-ntu25), write it to --out and print its statistics."""
+    if name not in BUILDERS:
+        close = suggest(name, BUILDERS)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(
+            f"expected a built-in data set {list(BUILDERS)}, got {name!r}{hint} in NAME"
+        )
+    from robench.synth import generate
+
+    ds = generate(
+        seed=seed, n_train=n_train, n_test=n_test, num_frames=num_frames, progress=not quiet
+    )
+    path = ds.save(out)
+    click.echo(f"wrote {path} (fingerprint {ds.fingerprint()[:12]})")
+    for line in describe(ds) + realism_table(ds):
+        click.echo(line)
+
+
+@data_group.command("stats")
+@click.argument("path", type=click.Path(dir_okay=False))
+def stats(path: str) -> None:
+    """Print the summary and realism statistics of the robench .npz at PATH."""
+    ds = SkeletonSet.load(path)
+    for line in describe(ds) + realism_table(ds):
+        click.echo(line)
+
+
+COMMANDS = [data_group]
