@@ -240,6 +240,7 @@ class Plan:
                 zg = self.zero_grad(vic)[eligible]
                 extra["zero_grad_frac"] = float(zg.float().mean()) if zg.numel() else 0.0
             x_adv_e, q = self._run_attack(cell, attack, vic, attacked, target, gen)
+            self._save_examples(cell.key, attacked, x_adv_e)
             if q is not None:
                 queries = torch.zeros(n, dtype=torch.int64)
                 queries[attacked.cpu()] = q
@@ -287,6 +288,13 @@ class Plan:
             },
         }
         return samples, extra
+
+    def _save_examples(self, key: str, attacked: torch.Tensor, x_adv: torch.Tensor) -> None:
+        """Keep a cell's adversarial examples (``DIR/cache/adv-<cell_key>.pt``) for ``robench show``."""
+        ids = [self.ids[i] for i in attacked.tolist()]
+        payload = {"ids": ids, "x_adv": x_adv.detach().cpu()}
+        path = self.out_dir / "cache" / f"adv-{key}.pt"
+        atomic_write(path, lambda p: torch.save(payload, p))
 
     def _targets(self, cell: Cell, k: int) -> torch.Tensor:
         """Target classes for targeted attacks: ``(y + U{1..K-1}) mod K`` from a cell-seeded generator."""

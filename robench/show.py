@@ -362,8 +362,8 @@ def _adv_file(folder: Path, cell: dict[str, Any]) -> Path:
             return shared
     raise DataError(
         f"expected cached adversarial examples for cell {cell['cell_key'][:12]} ({cell['attack']} on "
-        f"{cell['victim']}), got no file {own.name} in {cache}; rerun the benchmark with a harness "
-        "that caches adversarial examples, or show a transfer attack"
+        f"{cell['victim']}), got no file {own.name} in {cache}; rerun the benchmark into this folder "
+        "to regenerate them"
     )
 
 

@@ -203,6 +203,13 @@ def test_same_benchmark_and_seed_give_identical_rows(tmp_path, victims):
     assert (tmp_path / "a" / "subset.json").exists() and (
         tmp_path / "a" / "benchmark.json"
     ).exists()
+    # every white-box cell keeps its adversarial examples for `robench show`
+    from robench.show import load_pair
+
+    assert len(list((tmp_path / "a" / "cache").glob("adv-*.pt"))) == len(r1[0])
+    sid = f.loc[(f["attack"] == "bim") & (f["victim"] == "v0") & f["success"], "sample_id"].iloc[0]
+    pair = load_pair(tmp_path / "a", sid, "bim", victim="v0", seed=0)
+    assert not torch.equal(pair.x_clean, pair.x_adv)
     s1.close()
     s2.close()
 
