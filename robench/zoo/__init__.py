@@ -43,7 +43,10 @@ def entries() -> list[dict[str, Any]]:
 # The recipes that produced the shipped checkpoints (``robench zoo build``); small widths so that the
 # zoo trains on a 2-core CPU. Paper-size configs are the Config defaults of each architecture.
 RECIPES: dict[str, dict[str, Any]] = {
-    "stgcn": {"config": {"width": 16, "depth": 6, "dropout": 0.1}, "train": {"epochs": 16}},
+    "stgcn": {
+        "config": {"width": 16, "depth": 6, "dropout": 0.1},
+        "train": {"epochs": 24, "augment": False},
+    },
     "agcn": {"config": {"width": 16, "depth": 6}, "train": {"epochs": 16}},
     "ctrgcn": {"config": {"width": 16, "depth": 6}, "train": {"epochs": 16}},
 }
