@@ -6,7 +6,9 @@ key and the per-sample worst case — the new board's value comes with its 95% W
 tolerance ``tol`` (absolute, in accuracy units) the decision is:
 
 - ``regression`` when ``baseline > hi + tol``: robustness fell by more than sampling noise explains;
-- ``improved`` when ``baseline < lo - tol`` (reported, never a failure);
+- ``improved`` when ``baseline < lo - tol``: robustness rose beyond sampling noise — a failure by
+  default too (an attack that silently weakened looks exactly like this; update the baseline when
+  the model really got more robust), or only reported with ``fail_on_improvement=False``;
 - ``ok`` otherwise — the interval decides, never a bare difference of two numbers;
 - ``missing`` when the new board lacks the entry or the attack (a failure: a silently dropped attack
   would otherwise pass);
@@ -28,6 +30,7 @@ from typing import Any
 from robench.errors import DataError
 
 FAILING = ("regression", "missing")
+FAILING_TWO_SIDED = (*FAILING, "improved")
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,16 @@ class RegressRow:
 class RegressReport:
     rows: tuple[RegressRow, ...]
     tolerance: float
+    fail_on_improvement: bool = True
 
     @property
     def failed(self) -> bool:
-        return any(r.verdict in FAILING for r in self.rows)
+        failing = FAILING_TWO_SIDED if self.fail_on_improvement else FAILING
+        return any(r.verdict in failing for r in self.rows)
 
     @property
     def exit_code(self) -> int:
-        """1 on a regression or a missing entry, else 0."""
+        """1 on a regression, a missing entry or (two-sided) an improvement, else 0."""
         return 1 if self.failed else 0
 
     def counts(self) -> dict[str, int]:
@@ -153,7 +158,10 @@ def _values(e: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def compare_boards(
-    baseline: dict[str, Any], new: dict[str, Any], tolerance: float = 0.0
+    baseline: dict[str, Any],
+    new: dict[str, Any],
+    tolerance: float = 0.0,
+    fail_on_improvement: bool = True,
 ) -> RegressReport:
     """Compare every robust accuracy of ``baseline`` with ``new`` (see the module docstring)."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not tolerance >= 0:
@@ -216,4 +224,4 @@ def compare_boards(
             k for k in (key[0] if key[1] == "none" else f"{key[0]}+{key[1]}", key[2]) if k
         )
         rows.append(RegressRow(name, None, None, None, None, "new", "entry not in the baseline"))
-    return RegressReport(tuple(rows), float(tolerance))
+    return RegressReport(tuple(rows), float(tolerance), fail_on_improvement)

@@ -87,11 +87,12 @@ def test_tolerance_widens_the_interval():
         compare_boards(base, new, tolerance=-0.1)
 
 
-def test_improvement_is_reported_not_failed():
+def test_improvement_fails_two_sided_and_is_only_reported_with_only_drops():
     base = board([entry(attacks={"pgd": 0.10}, worst=0.10)])
     new = board([entry(attacks={"pgd": 0.60}, worst=0.60)])
     r = compare_boards(base, new)
-    assert set(verdicts(r).values()) == {"improved"} and not r.failed
+    assert set(verdicts(r).values()) == {"improved"} and r.failed and r.exit_code == 1
+    assert not compare_boards(base, new, fail_on_improvement=False).failed
 
 
 def test_missing_entry_or_attack_fails_and_new_ones_are_listed():

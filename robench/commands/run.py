@@ -170,6 +170,11 @@ def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--only-drops",
+    is_flag=True,
+    help="Fail only when robustness falls (an improvement beyond the interval is only reported).",
+)
 def regress_cmd(
     benchmark: str,
     baseline: str,
@@ -178,12 +183,14 @@ def regress_cmd(
     workers: int,
     device: str,
     quiet: bool,
+    only_drops: bool,
 ) -> None:
-    """Re-run BENCHMARK and fail (exit 1) when a robust accuracy regressed against --baseline.
+    """Re-run BENCHMARK and fail (exit 1) when a robust accuracy moved against --baseline.
 
-    A value counts as a regression only when the baseline lies above the new 95% Wilson interval
-    widened by --tolerance; a baseline entry missing from the new board also fails. Exit 2 on user
-    errors.
+    A value has moved only when the baseline lies outside the new 95% Wilson interval widened by
+    --tolerance (the interval decides, not a bare difference); by default both directions fail
+    (a weakened attack shows up as higher robustness), --only-drops fails only on a fall. A baseline
+    entry missing from the new board also fails. Exit 2 on user errors.
     """
     from robench.board import read_board, write_board
     from robench.regress import compare_boards
@@ -208,7 +215,7 @@ def regress_cmd(
             write_board(new, Path(out) / "board")
         if (base.get("subset") or {}).get("hash") not in (None, new["subset"]["hash"]):
             click.echo("warning: the baseline was computed on a different sample subset", err=True)
-        report = compare_boards(base, new, tolerance)
+        report = compare_boards(base, new, tolerance, fail_on_improvement=not only_drops)
         click.echo(report.format())
     finally:
         if tmp is not None:
