@@ -173,3 +173,33 @@ def test_cli_run_results_regress(tmp_path, capsys):
     assert "regression" in capsys.readouterr().out
     assert main(["regress", str(p), "--baseline", str(tmp_path / "nope.json"), "--quiet"]) == 2
     assert main(["results", str(tmp_path / "empty")]) == 2
+
+
+def test_regress_fails_on_a_deliberately_weakened_victim(tmp_path, capsys):
+    """Re-train nothing: replace v0's checkpoint by a copy whose classifier is scrambled (same
+    architecture, new sha256) and the gate must fail; the untouched victims pass."""
+    import torch
+
+    from robench.checkpoint import load_victim, save_victim
+
+    victims = make_victims(tmp_path)
+    # a small budget, so that the fitted tiny victims keep most of their accuracy under attack
+    p = write_bench(tmp_path, victims, ["noise", "fgsm"], threats=[{"norm": "linf", "eps": 0.0005}])
+    boards = tmp_path / "boards"
+    assert (
+        main(["run", str(p), "--out", str(tmp_path / "a"), "--board-out", str(boards), "--quiet"])
+        == 0
+    )
+    args = ["regress", str(p), "--baseline", str(boards / "board.json"), "--quiet"]
+    assert main(args) == 0
+    capsys.readouterr()
+    weak = load_victim(victims[0])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        weak.fcn.weight.copy_(
+            torch.randn(weak.fcn.weight.shape, generator=g) * weak.fcn.weight.std()
+        )
+    save_victim(weak, victims[0])
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "regression" in out and "weights-changed" in out and "FAILED" in out
