@@ -38,7 +38,15 @@ from robench import transfer_ops as ops
 from robench.access import Knowledge
 from robench.attack import Attack, AttackConfig, register_attack
 from robench.errors import ConfigError
-from robench.posterior import FinetuneConfig, ascend, attacker_data, ba_posterior, named_moments
+from robench.posterior import (
+    FinetuneConfig,
+    ascend,
+    attacker_data,
+    ba_posterior,
+    named_moments,
+    sampler_kwargs,
+    validate_sampler_fields,
+)
 
 DIRECTIONS = ("mean", "sign")
 
@@ -77,40 +85,19 @@ class BAConfig(AttackConfig):
 
     def __post_init__(self) -> None:
         src = "attack 'ba' config"
-        for name in ("iterations", "post_steps", "snapshots", "inner_steps", "posttrain_seed"):
-            ops.require_int(getattr(self, name), name, src, minimum=0)
-        for name in ("samples", "batch_size"):
-            ops.require_int(getattr(self, name), name, src)
+        validate_sampler_fields(self, src)
+        ops.require_int(self.iterations, "iterations", src, minimum=0)
+        ops.require_int(self.samples, "samples", src)
         ops.require_float(self.step, "step", src, low_open=True)
         ops.require_float(self.scale, "scale", src)
-        ops.require_float(self.lr, "lr", src, low_open=True)
-        ops.require_float(self.friction, "friction", src, high=1.0, low_open=True)
-        ops.require_float(self.tau, "tau", src, low=1.0)
-        ops.require_float(self.temperature, "temperature", src)
-        ops.require_float(self.rho, "rho", src, low_open=True)
-        ops.require_float(self.lam, "lam", src)
         if self.direction not in DIRECTIONS:
             raise ConfigError(
                 f"expected direction in {DIRECTIONS}, got {self.direction!r} in {src} field 'direction'"
             )
-        for name in ("smoothing", "use_cache"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"expected true/false, got {getattr(self, name)!r} in {src} field {name!r}"
-                )
-        if not isinstance(self.cache_dir, str):
-            raise ConfigError(
-                f"expected a folder path string, got {self.cache_dir!r} in {src} field 'cache_dir'"
-            )
 
     def finetune(self) -> FinetuneConfig:
         """The finetuning part of this config (the cache key's config)."""
-        return FinetuneConfig(
-            post_steps=self.post_steps, snapshots=self.snapshots, inner_steps=self.inner_steps,
-            batch_size=self.batch_size, lr=self.lr, friction=self.friction, tau=self.tau,
-            temperature=self.temperature, rho=self.rho, lam=self.lam, smoothing=self.smoothing,
-            seed=self.posttrain_seed,
-        )  # fmt: skip
+        return FinetuneConfig(**sampler_kwargs(self))
 
 
 @register_attack("ba")

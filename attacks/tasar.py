@@ -53,7 +53,6 @@ from torch import Tensor, nn
 from robench import transfer_ops as ops
 from robench.access import Knowledge
 from robench.attack import Attack, AttackConfig, register_attack
-from robench.errors import ConfigError
 from robench.motion import fit_tvar
 from robench.posterior import (
     HeadPosttrainConfig,
@@ -61,8 +60,10 @@ from robench.posterior import (
     attacker_data,
     head_logits,
     head_posterior,
+    sampler_kwargs,
     swag_sample,
     swag_std,
+    validate_sampler_fields,
 )
 
 
@@ -105,40 +106,19 @@ class TASARConfig(AttackConfig):
 
     def __post_init__(self) -> None:
         src = "attack 'tasar' config"
-        for name in ("iterations", "post_steps", "snapshots", "inner_steps"):
-            ops.require_int(getattr(self, name), name, src, minimum=0)
-        for name in ("samples", "heads", "batch_size"):
+        validate_sampler_fields(self, src)
+        ops.require_int(self.iterations, "iterations", src, minimum=0)
+        for name in ("samples", "heads"):
             ops.require_int(getattr(self, name), name, src)
-        ops.require_int(self.posttrain_seed, "posttrain_seed", src, minimum=0)
         ops.require_float(self.step, "step", src, low_open=True)
         ops.require_float(self.scale, "scale", src)
         ops.require_float(self.motion_weight, "motion_weight", src, high=1.0)
         ops.require_float(self.motion_momentum, "motion_momentum", src)
         ops.require_float(self.bandwidth_frac, "bandwidth_frac", src, low_open=True)
-        ops.require_float(self.lr, "lr", src, low_open=True)
-        ops.require_float(self.friction, "friction", src, high=1.0, low_open=True)
-        ops.require_float(self.tau, "tau", src, low=1.0)
-        ops.require_float(self.temperature, "temperature", src)
-        ops.require_float(self.rho, "rho", src, low_open=True)
-        ops.require_float(self.lam, "lam", src)
-        for name in ("smoothing", "use_cache"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"expected true/false, got {getattr(self, name)!r} in {src} field {name!r}"
-                )
-        if not isinstance(self.cache_dir, str):
-            raise ConfigError(
-                f"expected a folder path string, got {self.cache_dir!r} in {src} field 'cache_dir'"
-            )
 
     def posttrain(self) -> HeadPosttrainConfig:
         """The post-training part of this config (the cache key's config)."""
-        return HeadPosttrainConfig(
-            heads=self.heads, post_steps=self.post_steps, snapshots=self.snapshots,
-            inner_steps=self.inner_steps, batch_size=self.batch_size, lr=self.lr,
-            friction=self.friction, tau=self.tau, temperature=self.temperature, rho=self.rho,
-            lam=self.lam, smoothing=self.smoothing, seed=self.posttrain_seed,
-        )  # fmt: skip
+        return HeadPosttrainConfig(heads=self.heads, **sampler_kwargs(self))
 
 
 def posterior_gradients(

@@ -635,3 +635,43 @@ def ascend(x_adv: Tensor, direction: Tensor, alpha: float, norm: str) -> Tensor:
         nrm = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
         direction = direction / nrm.view(-1, 1, 1, 1, 1)
     return x_adv + alpha * direction
+
+
+# ------------------------------------------------------------------ shared attack-config fields
+SAMPLER_FIELDS = (
+    "post_steps", "snapshots", "inner_steps", "batch_size", "lr", "friction", "tau",
+    "temperature", "rho", "lam", "smoothing",
+)  # fmt: skip
+
+
+def validate_sampler_fields(cfg: Any, src: str) -> None:
+    """Check the post-training / sampler fields that TASAR's and BA's configs share.
+
+    One-line ConfigErrors name the field (``src`` names the config, e.g. "attack 'ba' config").
+    """
+    from robench import transfer_ops as ops
+
+    for name in ("post_steps", "snapshots", "inner_steps", "posttrain_seed"):
+        ops.require_int(getattr(cfg, name), name, src, minimum=0)
+    ops.require_int(cfg.batch_size, "batch_size", src)
+    ops.require_float(cfg.lr, "lr", src, low_open=True)
+    ops.require_float(cfg.friction, "friction", src, high=1.0, low_open=True)
+    ops.require_float(cfg.tau, "tau", src, low=1.0)
+    ops.require_float(cfg.temperature, "temperature", src)
+    ops.require_float(cfg.rho, "rho", src, low_open=True)
+    ops.require_float(cfg.lam, "lam", src)
+    for name in ("smoothing", "use_cache"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(
+                f"expected true/false, got {getattr(cfg, name)!r} in {src} field {name!r}"
+            )
+    if not isinstance(cfg.cache_dir, str):
+        raise ConfigError(
+            f"expected a folder path string, got {cfg.cache_dir!r} in {src} field 'cache_dir'"
+        )
+
+
+def sampler_kwargs(cfg: Any) -> dict[str, Any]:
+    """The shared sampler fields of an attack config, as keyword arguments of the post-training
+    configs (``posttrain_seed`` becomes ``seed``)."""
+    return {**{name: getattr(cfg, name) for name in SAMPLER_FIELDS}, "seed": cfg.posttrain_seed}
