@@ -7,7 +7,7 @@ progress bar, or ahead of time by ``robench prepare ba``): all surrogate paramet
 the attacker's labelled data (``access.train_x``/``train_y``) with the flatness gradient
 ``ĝ = g + (λ/ρ)(∇L(θ + ρ·g/‖g‖) − g)`` (ρ = 0.1, λ = 1e-3, ‖g‖ over all parameters) and SG-AdaHMC
 (the TASAR benchmark's optimiser for BA), then diagonal SWAG moments θ̄, θ²̄ are collected over the
-``snapshots`` last steps (:mod:`robench.posterior`). It runs on a *functional copy*:
+``snapshots`` last steps (:mod:`robench.ops.posterior`). It runs on a *functional copy*:
 ``torch.func.functional_call`` with a dict of cloned parameters; the given module is never modified,
 never switched to training mode (batch-norm statistics stay as given) and never deep-copied.
 
@@ -34,11 +34,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from robench import transfer_ops as ops
 from robench.access import Knowledge
 from robench.attack import Attack, AttackConfig, register_attack
 from robench.errors import ConfigError
-from robench.posterior import (
+from robench.ops import transfer as ops
+from robench.ops.posterior import (
     FinetuneConfig,
     ascend,
     attacker_data,

@@ -43,8 +43,8 @@ from torch import Tensor, nn
 
 from robench.access import Knowledge, WhiteBox
 from robench.attack import Attack, AttackConfig, register_attack
+from robench.data.skeleton import Topology, presence_mask
 from robench.errors import ConfigError
-from robench.skeleton import Topology, presence_mask
 
 _DIR_EPS = 1e-12
 

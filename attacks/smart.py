@@ -40,8 +40,8 @@ from torch import Tensor
 
 from robench.access import Knowledge, WhiteBox
 from robench.attack import Attack, AttackConfig, register_attack
+from robench.data.skeleton import Topology
 from robench.errors import ConfigError
-from robench.skeleton import Topology
 
 TORSO_KEYWORDS = (
     "spine", "neck", "head", "hip", "shoulder", "root", "back", "thorax", "pelvis", "torso", "chest",

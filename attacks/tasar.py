@@ -1,7 +1,7 @@
 """TASAR: transfer-based attack on skeletal action recognition (Diao et al., ICLR 2025).
 
 Surrogate: the frozen pretrained f plus K post-trained Bayesian heads
-``h_k(r) = r + ReLU(W2_k (W1_k r + b1_k) + b2_k)``, ``r = ReLU(f(x))`` (:mod:`robench.posterior`).
+``h_k(r) = r + ReLU(W2_k (W1_k r + b1_k) + b2_k)``, ``r = ReLU(f(x))`` (:mod:`robench.ops.posterior`).
 Post-training (cached per surrogate weights × attacker data × config, built on first use with a
 progress bar, or ahead of time by ``robench prepare tasar``): stage 1 samples the heads with SG-AdaHMC
 on CE, stage 2 continues with the flatness ("dual Bayesian") gradient
@@ -13,14 +13,14 @@ Attack, per iteration t (untargeted: ascend J = CE(·, y); targeted: J = −CE(�
 
     θ_ks = θ̄_k + scale·σ_k ⊙ ε_ks,  σ_k² = max(θ²̄_k − θ̄_k², 0) + 1e-30,  s = 1..S, k = 1..K
     G_B = (1/KS) Σ_ks ∇ₓ J(h_{θ_ks}(ReLU(f(x'))))          one forward and ONE backward through f
-    G_M: ∇ₓ J(Σ_k h_{θ̄_k}(ReLU(f(x'))))  → SMI transform g̃ (robench.motion) → m ← μ·m + g̃
+    G_M: ∇ₓ J(Σ_k h_{θ̄_k}(ReLU(f(x'))))  → SMI transform g̃ (robench.ops.motion) → m ← μ·m + g̃
     x' ← Π(x' + α·((1 − w)·N(G_B) + w·N(m)))
 
 with N(v) = v/mean|v| per sample, w = ``motion_weight`` = 0.2, μ = ``motion_momentum`` = 1,
 α = ``step``·ε = ε (the paper's α = 0.01 at ε = 0.01), S = ``samples`` = 20, K = ``heads`` = 3,
 scale = 1.5, 200 iterations; Π = ``threat.project`` every iteration. Under L2 the direction is scaled
 to ``α·d/‖d‖₂`` per sample (the paper is L∞ only). The motion model (time-varying AR fitted on the
-clean clip, :func:`robench.motion.fit_tvar`) gives the Jacobians of the SMI transform.
+clean clip, :func:`robench.ops.motion.fit_tvar`) gives the Jacobians of the SMI transform.
 
 Where this departs from the released code (deliberately):
 
@@ -34,7 +34,7 @@ Where this departs from the released code (deliberately):
 - Stage 2 starts from stage 1's last sample; the release restarts it from the stage-1 head of best
   validation accuracy (the attacker's data has no separate validation split here).
 - Per-head SWAG counters (the release shares one across heads); SG-AdaHMC as documented in
-  :mod:`robench.posterior`.
+  :mod:`robench.ops.posterior`.
 - Success counts only samples correct on surrogate and victim (the harness; the release counts
   victim clean errors as successes).
 
@@ -50,21 +50,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robench import transfer_ops as ops
 from robench.access import Knowledge
 from robench.attack import Attack, AttackConfig, register_attack
-from robench.motion import fit_tvar
-from robench.posterior import (
+from robench.ops import transfer as ops
+from robench.ops.motion import fit_tvar
+from robench.ops.posterior import (
     HeadPosttrainConfig,
     ascend,
     attacker_data,
     head_logits,
     head_posterior,
     sampler_kwargs,
-    swag_sample,
-    swag_std,
     validate_sampler_fields,
 )
+from robench.ops.samplers import swag_sample, swag_std
 
 
 @dataclass(frozen=True)

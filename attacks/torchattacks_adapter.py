@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from robench.access import Knowledge, WhiteBox
-from robench.attack import Attack, AttackConfig, register_attack
+from robench.attack import ATTACKS, Attack, AttackConfig, register_attack
 from robench.errors import ConfigError, UnknownNameError
 from robench.registry import suggest
 
@@ -154,6 +154,7 @@ class TorchAttacksConfig(AttackConfig):
     kwargs: tuple[tuple[str, Any], ...] = ()
 
 
+@ATTACKS.register_family("torchattacks")
 class TorchAttacksAttack(Attack):
     """``TorchAttacksAttack("PGD", steps=10, alpha=0.0025)``: torchattacks' PGD, exact on skeletons.
 

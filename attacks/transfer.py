@@ -34,10 +34,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robench import transfer_ops as ops
 from robench.access import Knowledge, Transfer
 from robench.attack import Attack, AttackConfig, register_attack
 from robench.errors import ConfigError
+from robench.ops import transfer as ops
 from robench.threat import ThreatModel
 
 
@@ -352,7 +352,7 @@ def diverse_inputs(
     """DIM's random input-diversity transform T(x), differentiable in ``x``.
 
     Per sample, with probability ``cfg.prob``: a temporal crop of the valid frames resized back
-    (:func:`robench.transfer_ops.temporal_crop_resize`), then with probability 1/2 a random shear of
+    (:func:`robench.ops.transfer.temporal_crop_resize`), then with probability 1/2 a random shear of
     the coordinates, else a random joint corruption; otherwise the identity. ``present``/``valid``
     come from the clean batch. All draws are taken from ``generator`` (a fixed number per call);
     with ``prob = 0`` the input is returned unchanged and nothing is drawn.
@@ -453,7 +453,7 @@ class SVRE(Attack):
     Outer iteration t: ``∇J_k(x_t)`` for every surrogate k and ``G_ens = (1/K) Σ_k ∇J_k(x_t)``
     (loss-ensemble gradient, so that the estimator below is unbiased). Inner loop, ``x̃_0 = x_t``,
     ``G̃_0 = 0``, m = 0..M−1: draw k uniformly (one per batch and step, from the generator),
-    ``g_m = ∇J_k(x̃_m) − (∇J_k(x_t) − G_ens)`` (:func:`robench.transfer_ops.svre_inner_gradient`),
+    ``g_m = ∇J_k(x̃_m) − (∇J_k(x_t) − G_ens)`` (:func:`robench.ops.transfer.svre_inner_gradient`),
     ``G̃ ← μ₂·G̃ + g_m/‖g_m‖₁``, ``x̃ ← Π(x̃ + β·sign(G̃))``. Outer update:
     ``G ← μ₁·G + G̃_M/‖G̃_M‖₁``, ``x_{t+1} = Π(x_t + α·sign(G))``. Cost per outer step: K + M
     gradient evaluations. Paper: Xiong, Lin, Zhang, Wang, "Stochastic variance reduced ensemble

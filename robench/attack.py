@@ -22,16 +22,15 @@ violation named. No attack can skip it.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, final
 
 import torch
 
 from robench.access import Access, Knowledge
+from robench.config import plugin_config
 from robench.errors import AccessError, ConfigError, DataError, ThreatViolation
 from robench.registry import Registry
-from robench.victim import make_config
 
 ATTACKS: Registry[type[Attack]] = Registry(
     "attack",
@@ -69,18 +68,7 @@ class Attack:
             raise ConfigError(
                 f"expected norms within ('linf', 'l2'), got {cls.norms} in {cls.__name__}"
             )
-        if config is None:
-            config = make_config(cls.Config, overrides, source=f"attack {self.name!r} config")
-        elif overrides:
-            config = dataclasses.replace(config, **overrides)
-        if not isinstance(config, cls.Config):
-            raise ConfigError(
-                f"expected {cls.Config.__name__}, got {type(config).__name__} in {cls.__name__}"
-            )
-        if config.targeted and not cls.supports_targeted:
-            raise ConfigError(
-                f"expected targeted=False, got targeted=True for untargeted-only attack {self.name!r}"
-            )
+        config = plugin_config(cls, config, overrides, lambda: f"attack {self.name!r} config")
         self.config = config
 
     @property
@@ -156,13 +144,25 @@ class Attack:
         raise NotImplementedError
 
 
+def attack_class(name: str) -> type[Attack]:
+    """The class of the attack ``name``: a registered name, or ``family:MEMBER`` of a registered
+    family (``torchattacks:PGD``); unknown names raise with the closest registered names."""
+    fam = ATTACKS.family(name)
+    return fam[0] if fam is not None else ATTACKS.get(name)
+
+
+def is_family_member(name: str) -> bool:
+    """Whether ``name`` is ``family:MEMBER`` (its hyper-parameters are checked by the family)."""
+    return ATTACKS.family(name) is not None
+
+
 def create_attack(name: str, **config: Any) -> Attack:
     """An attack by registered name with hyper-parameter overrides.
 
-    ``torchattacks:NAME`` wraps any torchattacks attack through the exact affine adapter.
+    ``torchattacks:NAME`` wraps any torchattacks attack through the exact affine adapter (the
+    ``torchattacks`` family).
     """
-    if name.startswith("torchattacks:"):
-        from robench.attacks.torchattacks_adapter import TorchAttacksAttack
-
-        return TorchAttacksAttack(name.split(":", 1)[1], **config)
+    fam = ATTACKS.family(name)
+    if fam is not None:
+        return fam[0](fam[1], **config)
     return ATTACKS.get(name)(**config)

@@ -5,6 +5,10 @@ A registry maps a name to a class. Plugins register themselves with a decorator
 registry imports every module of its plugin package (``robench.victims`` ...) and every entry point of
 its group (``robench.victims`` for third-party packages), so adding a plugin is adding one file.
 A duplicate name raises; an unknown name raises with the closest registered names.
+
+A plugin may also register a *family*: ``@ATTACKS.register_family("torchattacks")`` on a class whose
+constructor takes the member's name first, so ``torchattacks:PGD`` resolves to that class built with
+``"PGD"`` without the core naming the plugin module.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Registry(Generic[T]):
         self.group = group
         self.how_to = how_to
         self._items: dict[str, T] = {}
+        self._families: dict[str, T] = {}
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -59,6 +64,33 @@ class Registry(Generic[T]):
             return obj
 
         return deco
+
+    def register_family(self, prefix: str) -> Callable[[T], T]:
+        """Decorator registering a class for every name ``prefix:MEMBER``; a duplicate raises."""
+        if not isinstance(prefix, str) or not prefix.isidentifier():
+            raise ConfigError(
+                f"expected an identifier as {self.kind} family prefix, got {prefix!r}"
+            )
+
+        def deco(obj: T) -> T:
+            if prefix in self._families and self._families[prefix] is not obj:
+                raise ConfigError(
+                    f"{self.kind} family {prefix!r} is already registered by {self._families[prefix]!r}"
+                )
+            self._families[prefix] = obj
+            return obj
+
+        return deco
+
+    def family(self, name: str) -> tuple[T, str] | None:
+        """``(class, member)`` when ``name`` is ``prefix:member`` of a registered family, else None."""
+        prefix, sep, member = name.partition(":")
+        if not sep:
+            return None
+        self.load_plugins()
+        if prefix not in self._families:
+            return None
+        return self._families[prefix], member
 
     def load_plugins(self) -> None:
         """Import every module of the plugin package and every entry point of the group, once."""

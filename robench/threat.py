@@ -3,7 +3,7 @@
 A :class:`ThreatModel` is a norm ball (``linf``: elementwise; ``l2``: per sample over all 3·T·V·M
 coordinates) of radius ``eps`` in data units, intersected with hard constraints:
 
-- padding frames and absent bodies (all-zero (frame, body) slots, :func:`robench.skeleton.presence_mask`)
+- padding frames and absent bodies (all-zero (frame, body) slots, :func:`robench.data.skeleton.presence_mask`)
   stay exactly zero;
 - only ``joints`` (default all) in frames ``[start, stop)`` (default all) may move; everything else
   equals the clean input exactly;
@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robench.data.skeleton import BUILTIN_TOPOLOGIES, Topology, get_topology, presence_mask
 from robench.errors import ConfigError, DataError, UnknownNameError
-from robench.skeleton import BUILTIN_TOPOLOGIES, Topology, get_topology, presence_mask
 
 NORMS = ("linf", "l2")
 UNITS = ("m", "cm", "mm", "normalized")
@@ -94,7 +94,7 @@ class ThreatModel:
     """Norm ball + hard constraints on skeleton perturbations; see the module docstring.
 
     ``eps`` is in the data's units (metres for synth-ntu25); ``topology`` is a built-in name, a
-    ``.json`` topology file or a :class:`~robench.skeleton.Topology`. ``joints`` is normalised to a
+    ``.json`` topology file or a :class:`~robench.data.skeleton.Topology`. ``joints`` is normalised to a
     sorted tuple and ``frames`` to a ``(start, stop)`` tuple. Invalid fields raise ConfigError.
     """
 

@@ -3,7 +3,9 @@
 A victim maps skeletons (N, 3, T, V, M) to differentiable logits (N, K): never softmax, never NumPy.
 Architectures register with ``@register_victim("stgcn")`` and declare a ``Config`` dataclass
 (immutable, passed at construction). Names follow ``arch.weights`` (timm style): ``stgcn`` builds an
-untrained ST-GCN, ``stgcn.synth_ntu25`` loads the shipped checkpoint trained on synth-ntu25.
+untrained ST-GCN, ``stgcn.synth_ntu25`` loads the shipped checkpoint trained on synth-ntu25
+(:func:`robench.zoo.create_victim` resolves all three kinds of name: architecture, zoo checkpoint,
+``.pt`` path).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from robench.config import make_config
+from robench.data.skeleton import Topology, get_topology
 from robench.errors import ConfigError, DataError
 from robench.registry import Registry
-from robench.skeleton import Topology, get_topology
 
 VICTIMS: Registry[type[Victim]] = Registry(
     "victim",
@@ -39,20 +42,6 @@ class VictimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def make_config(cls: type, values: dict[str, Any], source: str = "config") -> Any:
-    """Build dataclass ``cls`` from ``values``; unknown or ill-typed fields raise a ConfigError."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in names:
-            raise ConfigError(
-                f"expected one of {sorted(names)}, got unknown field {key!r} in {source}"
-            )
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"expected valid values, got {e} in {source}") from None
 
 
 class Victim(nn.Module):
@@ -94,30 +83,6 @@ class Victim(nn.Module):
 
 def build_victim(arch: str, **config: Any) -> Victim:
     """An untrained victim of architecture ``arch`` with config overrides."""
-    cls = VICTIMS.get(arch, extra_names=_zoo_names())
+    cls = VICTIMS.get(arch)
     cfg = make_config(cls.Config, config, source=f"victim {arch!r} config")
     return cls(cfg)
-
-
-def create_victim(name: str, **config: Any) -> Victim:
-    """``arch`` -> untrained model; ``arch.weights`` -> shipped checkpoint (verified by sha256).
-
-    A path to a ``.pt`` file with its ``.json`` metadata beside it loads that checkpoint.
-    """
-    from robench import checkpoint, zoo
-
-    if name.endswith(".pt"):
-        return checkpoint.load_victim(name)
-    if "." in name:
-        if config:
-            raise ConfigError(
-                f"expected no config overrides for a trained checkpoint, got {sorted(config)} for {name!r}"
-            )
-        return zoo.load(name)
-    return build_victim(name, **config)
-
-
-def _zoo_names() -> list[str]:
-    from robench import zoo
-
-    return zoo.names()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robench.dataset import SkeletonSet
-from robench.skeleton import BUILTIN_TOPOLOGIES
+from robench.data.dataset import SkeletonSet
+from robench.data.skeleton import BUILTIN_TOPOLOGIES
 
 torch.set_num_threads(1)
 
@@ -39,7 +39,7 @@ def tiny_set() -> SkeletonSet:
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_artifact_cache(tmp_path_factory):
-    """Post-training artefacts (robench.posterior) go to a per-session folder, never ~/.cache."""
+    """Post-training artefacts (robench.ops.posterior) go to a per-session folder, never ~/.cache."""
     mp = pytest.MonkeyPatch()
     mp.setenv("ROBENCH_CACHE", str(tmp_path_factory.mktemp("robench-cache")))
     yield

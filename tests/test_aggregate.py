@@ -8,12 +8,12 @@ import math
 import pandas as pd
 import pytest
 
-from robench.aggregate import aggregate, proportion, threat_family
 from robench.errors import DataError
+from robench.report.aggregate import aggregate, proportion, threat_family
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval written out independently of robench.metrics."""
+    """Wilson score interval written out independently of robench.run.metrics."""
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -13,7 +13,7 @@ from torch import nn
 
 from robench.access import Knowledge, NoBox, Query, QueryOracle, Transfer, WhiteBox
 from robench.attack import ATTACKS
-from robench.skeleton import presence_mask
+from robench.data.skeleton import presence_mask
 from robench.threat import ThreatModel
 
 T, V, M, K = 8, 25, 2, 4

@@ -21,9 +21,9 @@ from torch import nn
 
 from robench.access import WhiteBox
 from robench.attack import create_attack
+from robench.data.skeleton import BUILTIN_TOPOLOGIES, presence_mask
 from robench.errors import ConfigError, RobenchError, UnknownNameError
-from robench.metrics import perturbation_stats
-from robench.skeleton import BUILTIN_TOPOLOGIES, presence_mask
+from robench.run.metrics import perturbation_stats
 from robench.threat import ThreatModel
 
 T, V, M, K = 8, 25, 2, 3

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench import posterior
 from robench.access import Transfer
 from robench.attack import create_attack
 from robench.errors import ConfigError
-from robench.posterior import FinetuneConfig, ba_posterior, finetune_posterior, named_moments
+from robench.ops import artifacts, posterior
+from robench.ops.posterior import FinetuneConfig, ba_posterior, finetune_posterior, named_moments
 from robench.threat import ThreatModel
 
 T, V, M, C = 8, 25, 2, 5
@@ -143,7 +143,7 @@ def test_ba_cache_is_reused(tmp_path, monkeypatch):
         posterior, "finetune_posterior", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     a = ba_posterior(model, tx, ty, cfg, tmp_path)
-    posterior.clear_memory_cache()
+    artifacts.clear_memory_cache()
     b = ba_posterior(model, tx, ty, cfg, tmp_path)
     assert len(calls) == 1
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -8,10 +8,11 @@ import pytest
 import yaml
 
 from robench.access import Knowledge
-from robench.benchmark import Benchmark, SubsetSpec, builtin_benchmarks, load_benchmark, subset_hash
-from robench.checkpoint import save_victim
 from robench.errors import ConfigError
+from robench.run.benchmark import builtin_benchmarks, load_benchmark
+from robench.run.spec import Benchmark, SubsetSpec, subset_hash
 from robench.victim import build_victim
+from robench.zoo.checkpoint import save_victim
 
 
 @pytest.fixture(scope="module")

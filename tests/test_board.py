@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from test_aggregate import cell_rows, counts, frame
 
-from robench.board import (
+from robench.errors import DataError
+from robench.report.board import (
     board_from_store,
     board_json,
     build_board,
@@ -19,7 +20,6 @@ from robench.board import (
     validate_board,
     write_board,
 )
-from robench.errors import DataError
 
 CELL_COLS = (
     "cell_key", "run_id", "benchmark", "dataset", "victim", "defense", "attack", "knowledge",
@@ -190,7 +190,7 @@ def test_figures_skipped_without_data_and_stale_ones_removed(tmp_path):
 
 
 def _fill_store(path) -> None:
-    from robench.store import SAMPLE_COLUMNS, Store
+    from robench.run.store import SAMPLE_COLUMNS, Store
 
     df = demo_frame()
     with Store(path) as st:

@@ -12,8 +12,8 @@ from torch import nn
 
 from robench.access import Knowledge, Transfer, WhiteBox
 from robench.attack import ATTACKS, Attack
+from robench.data.skeleton import presence_mask
 from robench.errors import AccessError, ThreatViolation
-from robench.skeleton import presence_mask
 from robench.threat import ThreatModel
 
 T, V, M, K = 4, 25, 2, 5

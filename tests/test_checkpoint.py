@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from robench.checkpoint import load_victim, save_victim
 from robench.errors import CheckpointError, UnknownNameError
-from robench.victim import build_victim, create_victim
+from robench.victim import build_victim
+from robench.zoo import create_victim
+from robench.zoo.checkpoint import load_victim, save_victim
 
 
 def _tiny():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from robench.dataset import SkeletonSet, open_dataset
+from robench.data import SkeletonSet, open_dataset
 from robench.errors import DataError, UnknownNameError
 
 

@@ -15,12 +15,13 @@ import yaml
 
 from robench.access import Knowledge, NoBox, Query, Transfer
 from robench.attack import ATTACKS, Attack, AttackConfig
-from robench.benchmark import load_benchmark
-from robench.checkpoint import save_victim
-from robench.dataset import open_dataset
+from robench.data import open_dataset
 from robench.errors import ConfigError
-from robench.harness import benchmark_frame, resolve_device, run_benchmark
+from robench.run.benchmark import load_benchmark
+from robench.run.executor import run_benchmark
+from robench.run.harness import benchmark_frame, resolve_device
 from robench.victim import build_victim
+from robench.zoo.checkpoint import save_victim
 
 DATA = {"name": "synth-ntu25", "seed": 0, "n_train": 40, "n_test": 24, "num_frames": 16}
 
@@ -204,7 +205,7 @@ def test_same_benchmark_and_seed_give_identical_rows(tmp_path, victims):
         tmp_path / "a" / "benchmark.json"
     ).exists()
     # every white-box cell keeps its adversarial examples for `robench show`
-    from robench.show import load_pair
+    from robench.report.show import load_pair
 
     assert len(list((tmp_path / "a" / "cache").glob("adv-*.pt"))) == len(r1[0])
     sid = f.loc[(f["attack"] == "bim") & (f["victim"] == "v0") & f["success"], "sample_id"].iloc[0]

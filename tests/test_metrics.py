@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from robench.data.skeleton import Topology
 from robench.errors import DataError
-from robench.metrics import perturbation_stats, sample_metrics, wilson_interval
-from robench.skeleton import Topology
+from robench.run.metrics import perturbation_stats, sample_metrics, wilson_interval
 
 # a chain a -> b -> c
 CHAIN = Topology("chain3", ("a", "b", "c"), (-1, 0, 1), center=0)

@@ -1,4 +1,4 @@
-"""Time-varying AR motion model and SMI gradient (robench.motion)."""
+"""Time-varying AR motion model and SMI gradient (robench.ops.motion)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from robench.data.skeleton import presence_mask
 from robench.errors import ConfigError, DataError
-from robench.motion import fit_tvar, mean_abs_normalize, motion_gradient
-from robench.skeleton import presence_mask
+from robench.ops.motion import fit_tvar, mean_abs_normalize, motion_gradient
 
 
 def _tvar2_series(

@@ -1,4 +1,4 @@
-"""One-off white-box runs (robench.oneoff) and the ``robench attack`` command, on tiny data."""
+"""One-off white-box runs (robench.run.oneoff) and the ``robench attack`` command, on tiny data."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from robench import victim as victim_module
+from robench import zoo as zoo_module
 from robench.cli import main
-from robench.dataset import SkeletonSet
+from robench.data.dataset import SkeletonSet
+from robench.data.skeleton import BUILTIN_TOPOLOGIES
 from robench.errors import ConfigError
-from robench.metrics import wilson_interval
-from robench.oneoff import run_one_off
-from robench.skeleton import BUILTIN_TOPOLOGIES
+from robench.run.metrics import wilson_interval
+from robench.run.oneoff import run_one_off
 
 T, V, M, K = 8, 25, 2, 3
 
@@ -94,7 +94,7 @@ def test_run_one_off_steps_mapping_and_errors():
 def test_attack_command_prints_a_summary(tmp_path, monkeypatch, capsys):
     model = tiny_model()
     path = tiny_test_set(model).save(tmp_path / "tiny.npz")
-    monkeypatch.setattr(victim_module, "create_victim", lambda name, **kw: model)
+    monkeypatch.setattr(zoo_module, "create_victim", lambda name, **kw: model)
     rc = main(
         ["attack", "tiny", "fgsm", "--eps", "0.02", "--n", "4", "--dataset", str(path), "--quiet"]
     )

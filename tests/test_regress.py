@@ -10,7 +10,7 @@ from test_harness import make_victims, write_bench
 
 from robench.cli import main
 from robench.errors import DataError
-from robench.regress import compare_boards, wilson
+from robench.report.regress import compare_boards, wilson
 
 
 def P(value, n=100, ci=None):
@@ -180,7 +180,7 @@ def test_regress_fails_on_a_deliberately_weakened_victim(tmp_path, capsys):
     architecture, new sha256) and the gate must fail; the untouched victims pass."""
     import torch
 
-    from robench.checkpoint import load_victim, save_victim
+    from robench.zoo.checkpoint import load_victim, save_victim
 
     victims = make_victims(tmp_path)
     # a small budget, so that the fitted tiny victims keep most of their accuracy under attack

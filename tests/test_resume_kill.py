@@ -11,20 +11,21 @@ import time
 
 from test_harness import make_victims, rows, write_bench
 
-from robench.benchmark import load_benchmark
-from robench.harness import run_benchmark
+from robench.run.benchmark import load_benchmark
+from robench.run.executor import run_benchmark
 
 # the child slows every cell down a little so the kill lands mid-matrix, not after the last cell
 CHILD = """
 import sys, time
-import robench.harness as h
+import robench.run.harness as h
 run_cell = h.Plan.run_cell
 def slow(self, cell):
     time.sleep(0.1)
     return run_cell(self, cell)
 h.Plan.run_cell = slow
-from robench.benchmark import load_benchmark
-h.run_benchmark(load_benchmark(sys.argv[1]), sys.argv[2], progress=False)
+from robench.run.benchmark import load_benchmark
+from robench.run.executor import run_benchmark
+run_benchmark(load_benchmark(sys.argv[1]), sys.argv[2], progress=False)
 """
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from robench.data.skeleton import BUILTIN_TOPOLOGIES
 from robench.errors import DataError
-from robench.show import _pick, load_pair, render_pair
-from robench.skeleton import BUILTIN_TOPOLOGIES
+from robench.report.show import _pick, load_pair, render_pair
 
 NTU = BUILTIN_TOPOLOGIES["ntu25"]
 
@@ -54,8 +54,8 @@ def test_render_pair_rejects_bad_input(tmp_path):
 
 def _results_folder(tmp_path, tiny_set):
     """A results folder as the harness leaves it: store, benchmark.json, cache files."""
-    from robench.harness import sha256_json
-    from robench.store import Store
+    from robench.run.cells import sha256_json
+    from robench.run.store import Store
 
     test = tiny_set.get_split("test")
     npz = tiny_set.save(tmp_path / "tiny.npz")

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from robench.data.skeleton import (
+    BUILTIN_TOPOLOGIES,
+    NTU25_EDGES,
+    Topology,
+    get_topology,
+    presence_mask,
+)
 from robench.errors import ConfigError, UnknownNameError
-from robench.skeleton import BUILTIN_TOPOLOGIES, NTU25_EDGES, Topology, get_topology, presence_mask
 
 
 def test_ntu25_bones_are_the_pinned_edge_list():

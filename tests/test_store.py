@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robench.errors import ConfigError
-from robench.store import CELL_COLUMNS, SAMPLE_COLUMNS, Store
+from robench.run.store import CELL_COLUMNS, SAMPLE_COLUMNS, Store
 
 
 def _cell(key: str, status: str = "ok", **kw) -> dict:

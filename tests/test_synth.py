@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from robench import synth
 from robench.cli import main
-from robench.dataset import SkeletonSet
+from robench.data import synth
+from robench.data.dataset import SkeletonSet
+from robench.data.skeleton import BUILTIN_TOPOLOGIES, presence_mask
 from robench.errors import ConfigError, DataError
-from robench.skeleton import BUILTIN_TOPOLOGIES, presence_mask
 
 TINY = {"n_train": 48, "n_test": 24, "num_frames": 32}
 

@@ -10,21 +10,18 @@ import torch.nn.functional as F
 from robench.attacks.tasar import posterior_gradients
 from torch import nn
 
-from robench import posterior
 from robench.access import Transfer
 from robench.attack import create_attack
 from robench.errors import ConfigError
-from robench.posterior import (
-    DiagonalSWAG,
+from robench.ops import artifacts, posterior
+from robench.ops.posterior import (
     HeadPosttrainConfig,
-    SGAdaHMC,
     head_grad,
     head_logits,
     head_posterior,
     init_heads,
-    swag_sample,
-    swag_std,
 )
+from robench.ops.samplers import DiagonalSWAG, SGAdaHMC, swag_sample, swag_std
 from robench.threat import ThreatModel
 
 T, V, M, C = 8, 25, 2, 5
@@ -171,7 +168,7 @@ def test_posttraining_cache_is_keyed_and_reused(tmp_path, monkeypatch):
     )
     a = head_posterior(model, tx, ty, cfg, tmp_path)
     assert len(calls) == 1 and len(list((tmp_path / "posterior").glob("tasar-*.pt"))) == 1
-    posterior.clear_memory_cache()  # force the disk path
+    artifacts.clear_memory_cache()  # force the disk path
     b = head_posterior(model, tx, ty, cfg, tmp_path)
     assert len(calls) == 1  # loaded, not retrained
     for k in a:
@@ -242,9 +239,9 @@ def test_tasar_needs_attacker_data_and_valid_config():
 def test_prepare_command_builds_what_the_attack_then_loads(kind, tmp_path, monkeypatch):
     from conftest import make_tiny_set
 
-    from robench.checkpoint import load_victim, save_victim
     from robench.cli import main
     from robench.victim import build_victim
+    from robench.zoo.checkpoint import load_victim, save_victim
 
     data = make_tiny_set(n=12, t=16, classes=3)
     data.save(tmp_path / "d.npz")
@@ -258,7 +255,7 @@ def test_prepare_command_builds_what_the_attack_then_loads(kind, tmp_path, monke
         argv += ["--set", f"{k}={v}"]
     assert main(argv) == 0
     assert len(list((tmp_path / "cache" / "posterior").glob(f"{kind}-*.pt"))) == 1
-    posterior.clear_memory_cache()
+    artifacts.clear_memory_cache()
     builder = "posttrain_heads" if kind == "tasar" else "finetune_posterior"
     monkeypatch.setattr(
         posterior, builder, lambda *a, **k: pytest.fail("rebuilt instead of loaded")

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from robench.data.skeleton import get_topology, presence_mask
 from robench.errors import ConfigError, DataError
-from robench.skeleton import get_topology, presence_mask
 from robench.threat import ThreatModel, Violation
 
 TOPO = get_topology("ntu25")

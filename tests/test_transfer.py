@@ -1,4 +1,4 @@
-"""Transfer baselines (robench.attacks.transfer) and their building blocks (robench.transfer_ops)."""
+"""Transfer baselines (robench.attacks.transfer) and their building blocks (robench.ops.transfer)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench import transfer_ops as ops
 from robench.access import Transfer
 from robench.attack import create_attack
+from robench.data.skeleton import presence_mask
 from robench.errors import AccessError, ConfigError
-from robench.skeleton import presence_mask
+from robench.ops import transfer as ops
 from robench.threat import ThreatModel
 
 T, V, M, K = 8, 25, 2, 3

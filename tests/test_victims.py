@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robench.data.skeleton import get_topology
 from robench.errors import ConfigError, DataError, UnknownNameError
-from robench.skeleton import get_topology
 from robench.victim import VICTIMS, build_victim
 
 TINY = {"width": 8, "depth": 3, "num_classes": 5}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from robench.oneoff import format_summary, run_one_off
+from robench.run.oneoff import format_summary, run_one_off
 
 
 @click.command("attack")
@@ -54,7 +54,7 @@ def attack_cmd(
     """
     data = None
     if dataset is not None:
-        from robench.dataset import open_dataset
+        from robench.data import open_dataset
 
         data = open_dataset(dataset).get_split("test")
     result = run_one_off(

@@ -34,12 +34,12 @@ def board_cmd(
     attack, AutoAttack-style per-sample worst case (95% Wilson intervals), flags; transfer matrices
     and robust accuracy against eps. Invalid and failed cells are listed and enter no number.
     """
-    from robench.board import board_from_store, write_board
+    from robench.report.board import board_from_store, write_board
 
     keys = None
     if definition is not None:
-        from robench.benchmark import load_benchmark
-        from robench.harness import prepare
+        from robench.run.benchmark import load_benchmark
+        from robench.run.harness import prepare
 
         keys = {c.key for c in prepare(load_benchmark(definition), results_dir).cells}
     board = board_from_store(results_dir, benchmark=benchmark, keys=keys)
@@ -76,7 +76,7 @@ def board_cmd(
 def show_cmd(results_dir: str, sample_id: str, attack: str, victim: str | None, threat: str | None,
              seed: int | None, out: str | None, frames: int, view: str, quiet: bool) -> None:  # fmt: skip
     """Render the clean and adversarial skeletons of one sample side by side (GIF + PNG strip)."""
-    from robench.show import load_pair, render_pair
+    from robench.report.show import load_pair, render_pair
 
     pair = load_pair(results_dir, sample_id, attack, victim=victim, threat=threat, seed=seed)
     if out is None:

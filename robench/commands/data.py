@@ -7,10 +7,10 @@ import math
 import click
 import torch
 
-from robench.dataset import METRES_PER_UNIT, SkeletonSet
+from robench.data.dataset import METRES_PER_UNIT, SkeletonSet
+from robench.data.skeleton import presence_mask
 from robench.errors import UnknownNameError
 from robench.registry import suggest
-from robench.skeleton import presence_mask
 
 BUILDERS = ("synth-ntu25",)
 
@@ -43,7 +43,7 @@ def describe(ds: SkeletonSet) -> list[str]:
 
 def realism_table(ds: SkeletonSet) -> list[str]:
     """The realism statistics of an ntu25 set in a metric unit against the NTU targets and bands."""
-    from robench.synth import REALISM_BANDS, REALISM_TARGETS, realism_stats
+    from robench.data.synth import REALISM_BANDS, REALISM_TARGETS, realism_stats
 
     if ds.topology.name != "ntu25" or ds.unit not in METRES_PER_UNIT:
         return [
@@ -86,7 +86,7 @@ def build(
         raise UnknownNameError(
             f"expected a built-in data set {list(BUILDERS)}, got {name!r}{hint} in NAME"
         )
-    from robench.synth import generate
+    from robench.data.synth import generate
 
     ds = generate(
         seed=seed, n_train=n_train, n_test=n_test, num_frames=num_frames, progress=not quiet

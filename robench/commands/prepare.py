@@ -1,7 +1,7 @@
 """``robench prepare tasar|ba --surrogate NAME``: build the Bayesian post-training artefacts ahead of time.
 
-TASAR's heads (:func:`robench.posterior.head_posterior`) and BA's finetuned SWAG posterior
-(:func:`robench.posterior.ba_posterior`) are cached under ``$ROBENCH_CACHE`` (default
+TASAR's heads (:func:`robench.ops.posterior.head_posterior`) and BA's finetuned SWAG posterior
+(:func:`robench.ops.posterior.ba_posterior`) are cached under ``$ROBENCH_CACHE`` (default
 ``~/.cache/robench``) keyed by the surrogate's weights, the attacker's data and the post-training
 config. The attacks build them on first use; this command builds them once, up front, on exactly the
 data the harness hands a transfer attack (the ``train`` split of the data set), so later benchmark
@@ -31,10 +31,10 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
 
 def _prepare(kind: str, surrogate: str, dataset: str, seed: int, n_train: int | None, n_test: int | None,
              cache_dir: str | None, sets: tuple[str, ...], quiet: bool) -> None:  # fmt: skip
-    from robench import posterior
     from robench.attack import ATTACKS
-    from robench.dataset import open_dataset
-    from robench.victim import create_victim
+    from robench.data import open_dataset
+    from robench.ops import artifacts, posterior
+    from robench.zoo import create_victim
 
     attack = ATTACKS.get(kind)(**_overrides(sets))  # user errors before any expensive work
     model = create_victim(surrogate).eval()
@@ -51,7 +51,7 @@ def _prepare(kind: str, surrogate: str, dataset: str, seed: int, n_train: int | 
         art = posterior.head_posterior(
             model, data.x, data.y, cfg.posttrain(), directory, progress=not quiet
         )
-        path = posterior.artifact_path(
+        path = artifacts.artifact_path(
             "tasar", posterior.posterior_parts(model, data.x, data.y, cfg.posttrain()), directory
         )
         extra = f"posterior-mean ensemble train accuracy {float(art['train_acc']):.3f}"
@@ -59,7 +59,7 @@ def _prepare(kind: str, surrogate: str, dataset: str, seed: int, n_train: int | 
         art = posterior.ba_posterior(
             model, data.x, data.y, cfg.finetune(), directory, progress=not quiet
         )
-        path = posterior.artifact_path(
+        path = artifacts.artifact_path(
             "ba", posterior.posterior_parts(model, data.x, data.y, cfg.finetune()), directory
         )
         extra = f"{sum(v.numel() for k, v in art.items() if k.startswith('mean.'))} parameters"

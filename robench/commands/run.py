@@ -14,8 +14,8 @@ from robench.errors import ConfigError
 
 def _board(store: Any, plan: Any) -> dict[str, Any]:
     """The board of ``plan``'s benchmark from ``store``: only the cells of this definition."""
-    from robench.board import build_board
-    from robench.harness import board_meta
+    from robench.report.board import build_board
+    from robench.run.harness import board_meta
 
     keys = {c.key for c in plan.cells}
     frame = store.frame("ok")
@@ -39,8 +39,9 @@ def _status_line(store: Any, plan: Any) -> str:
 def _run(
     benchmark: str, out: str | None, workers: int, device: str, quiet: bool
 ) -> tuple[Any, Any, Any]:
-    from robench.benchmark import load_benchmark
-    from robench.harness import prepare, run_plan
+    from robench.run.benchmark import load_benchmark
+    from robench.run.executor import run_plan
+    from robench.run.harness import prepare
 
     bench = load_benchmark(benchmark)
     plan = prepare(bench, Path(out) if out else Path("results") / bench.id, device)
@@ -86,7 +87,7 @@ def run_cmd(
     bench, store, plan = _run(benchmark, out, workers, device, quiet)
     click.echo(f"{bench.id}: {_status_line(store, plan)} -> {store.path}")
     if not no_board:
-        from robench.board import write_board
+        from robench.report.board import write_board
 
         target = Path(board_out) if board_out else Path("leaderboards") / bench.id
         paths = write_board(_board(store, plan), target)
@@ -109,7 +110,7 @@ def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
     import pandas as pd
 
     from robench.io import atomic_write_text
-    from robench.store import Store, store_exists
+    from robench.run.store import Store, store_exists
 
     if not store_exists(directory):
         raise ConfigError(
@@ -192,8 +193,8 @@ def regress_cmd(
     (a weakened attack shows up as higher robustness), --only-drops fails only on a fall. A baseline
     entry missing from the new board also fails. Exit 2 on user errors.
     """
-    from robench.board import read_board, write_board
-    from robench.regress import compare_boards
+    from robench.report.board import read_board, write_board
+    from robench.report.regress import compare_boards
 
     if tolerance < 0:
         raise ConfigError(f"expected a tolerance >= 0, got {tolerance} in option '--tolerance'")
@@ -228,7 +229,7 @@ def regress_cmd(
 @click.option("--only", "only", multiple=True, help="Run only these measurements (repeatable).")
 def bench_cmd(only: tuple[str, ...]) -> None:
     """Performance ratios measured side by side (e.g. harness overhead vs bare forward+backward)."""
-    from robench.bench import BENCHMARKS, run_benchmarks
+    from robench.run.bench import BENCHMARKS, run_benchmarks
 
     unknown = [o for o in only if o not in BENCHMARKS]
     if unknown:

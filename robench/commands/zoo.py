@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from robench import zoo
-from robench.dataset import open_dataset
-from robench.train import TrainConfig, train_and_save
+from robench.data import open_dataset
+from robench.zoo.train import TrainConfig, train_and_save
 
 
 def _weights_name(dataset: str) -> str:
@@ -134,28 +134,21 @@ def list_cmd(kind: str) -> None:
             )
         return
     elif kind == "defenses":
-        import importlib
+        from robench.defense import DEFENSES
 
-        mod = importlib.import_module("robench.defense") if _has("robench.defense") else None
-        names = mod.DEFENSES.names() if mod else []
+        names = DEFENSES.names()
     elif kind == "zoo":
         names = zoo.names()
     elif kind == "datasets":
-        from robench.dataset import BUILTIN_DATASETS
+        from robench.data import BUILTIN_DATASETS
 
         names = list(BUILTIN_DATASETS)
     else:
-        from robench.skeleton import BUILTIN_TOPOLOGIES
+        from robench.data.skeleton import BUILTIN_TOPOLOGIES
 
         names = list(BUILTIN_TOPOLOGIES)
     for n in names:
         click.echo(n)
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 COMMANDS = [train_cmd, zoo_group, list_cmd]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robench.checkpoint import load_victim, read_metadata
-from robench.victim import VICTIMS, Victim
+from robench.errors import ConfigError
+from robench.victim import VICTIMS, Victim, build_victim
+from robench.zoo.checkpoint import load_victim, read_metadata
 
 
 def zoo_dir() -> Path:
@@ -29,6 +30,25 @@ def load(name: str) -> Victim:
     if not path.exists():
         raise VICTIMS.unknown(name, extra_names=names())
     return load_victim(path)
+
+
+def create_victim(name: str, **config: Any) -> Victim:
+    """``arch`` -> untrained model; ``arch.weights`` -> shipped checkpoint (verified by sha256).
+
+    A path to a ``.pt`` file with its ``.json`` metadata beside it loads that checkpoint. Unknown
+    names suggest the closest architectures and shipped checkpoints.
+    """
+    if name.endswith(".pt"):
+        return load_victim(name)
+    if "." in name:
+        if config:
+            raise ConfigError(
+                f"expected no config overrides for a trained checkpoint, got {sorted(config)} for {name!r}"
+            )
+        return load(name)
+    if name not in VICTIMS:
+        raise VICTIMS.unknown(name, extra_names=names())
+    return build_victim(name, **config)
 
 
 def entries() -> list[dict[str, Any]]:

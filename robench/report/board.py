@@ -4,7 +4,7 @@
 table (all statuses) into a board dict; ``write_board(board, out_dir)`` writes ``board.json``,
 ``board.md``, ``board.csv``, ``board.html`` and the figures ``transfer_heatmap.png`` and
 ``robust_vs_eps.png`` (each only when there is something to draw; a stale one is removed).
-The numbers come from :mod:`robench.aggregate` (AutoAttack-style per-sample worst case, 95% Wilson
+The numbers come from :mod:`robench.report.aggregate` (AutoAttack-style per-sample worst case, 95% Wilson
 intervals). The same inputs give byte-identical JSON: keys sorted, floats rounded to 6 decimals,
 no timestamps.
 
@@ -67,10 +67,10 @@ from typing import Any
 import pandas as pd
 
 from robench import __version__
-from robench.aggregate import aggregate
-from robench.board_render import KNOWLEDGE_ORDER, render_csv, render_markdown
 from robench.errors import DataError
 from robench.io import atomic_write_text
+from robench.report.aggregate import aggregate
+from robench.report.render import KNOWLEDGE_ORDER, render_csv, render_markdown
 
 __all__ = [
     "SCHEMA", "board_from_store", "board_json", "build_board", "read_board", "render_csv",
@@ -268,15 +268,15 @@ def board_json(board: dict[str, Any]) -> str:
 def board_from_store(
     store: Any, meta: dict[str, Any] | None = None, benchmark: str | None = None, keys: Any = None
 ) -> dict[str, Any]:
-    """Build the board of a results folder (or an open ``robench.store.Store``).
+    """Build the board of a results folder (or an open ``robench.run.store.Store``).
 
     Reads ``frame()`` (ok cells), the cells table (all statuses) and the runs table from the store,
     and ``DIR/benchmark.json`` / ``DIR/subset.json`` (written by the harness) for the benchmark
     version, description, primary threat models and subset (the harness's saved ``board_meta`` wins
     when it matches the cells); the dataset hash comes from the cells' config JSON. ``benchmark`` selects one benchmark id when the folder holds several; ``keys``
     (optional set of cell keys) restricts the board to those cells (e.g. the cells of the current
-    definition, :func:`robench.harness.benchmark_frame`). ``meta`` overrides what is read."""
-    from robench.store import Store, store_exists
+    definition, :func:`robench.run.harness.benchmark_frame`). ``meta`` overrides what is read."""
+    from robench.run.store import Store, store_exists
 
     if not isinstance(store, Store) and not store_exists(store):
         raise DataError(f"expected a results folder with results.sqlite, got none at {store}")
@@ -520,8 +520,8 @@ def read_board(path: str | Path) -> dict[str, Any]:
 def write_board(board: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Validate ``board`` and write board.json/.md/.csv/.html and the figures into ``out_dir``
     (atomically). Returns the written paths."""
-    from robench import figures
-    from robench.board_html import render_html
+    from robench.report import figures
+    from robench.report.html import render_html
 
     validate_board(board)
     out = Path(out_dir)

@@ -1,10 +1,9 @@
-"""The harness: expand a benchmark into cells, run each attack with ONLY its access object, store rows.
+"""The harness: a prepared benchmark (:class:`Plan`) and the run of one cell with ONLY its access object.
 
-One cell = (dataset, victim[, defense], attack, threat model, seed, subset[, surrogate]). Its key is
-the sha256 of its canonical config JSON (dataset fingerprint, subset hash, weights sha256 of victim and
-surrogate, the attack's full Config, threat model, seed, batch size), so a changed config never reuses
-stale rows, and a finished cell (status ``ok`` or ``invalid``) is skipped by the next run; ``error``
-cells are retried.
+:func:`prepare` loads the data set and subset, writes ``subset.json`` / ``benchmark.json`` and expands
+the cells (:mod:`robench.run.cells`: keys, seeds, transfer generations); :mod:`robench.run.executor`
+runs the pending ones into the store. A finished cell (status ``ok`` or ``invalid``) is skipped by the
+next run; ``error`` cells are retried.
 
 Per cell:
 
@@ -20,13 +19,11 @@ Per cell:
 3. the attack runs through ``Attack.__call__`` (threat check, input-mutation check); a
    :class:`~robench.errors.RobenchError` (e.g. ThreatViolation) marks the cell ``invalid`` with the
    reason, any other exception ``error`` with its message, and the run continues;
-4. predictions under ``torch.inference_mode``; :func:`robench.metrics.sample_metrics`; the cell row
+4. predictions under ``torch.inference_mode``; :func:`robench.run.metrics.sample_metrics`; the cell row
    and its sample rows are written in one transaction.
 
-Transfer attacks generate adversarial examples once per (surrogate, attack, threat, seed, subset),
-cached atomically under ``DIR/cache/transfer-<sha256>.pt``, and evaluate them on every victim.
-Each cell's ``torch.Generator`` is seeded from ``sha256(f"{seed}:{key}")`` (key: the cell key, or the
-generation key for transfer attacks), so a cell's rows do not depend on which other cells run.
+Transfer attacks generate adversarial examples once per generation (surrogate, attack, threat, seed,
+subset), cached atomically under ``DIR/cache/transfer-<sha256>.pt``, and evaluate them on every victim.
 Per victim (computed once and reused by its cells): clean logits, ``forward_random`` (two eval
 forwards of the first samples differ) and, for white-box cells, ``zero_grad_frac`` (fraction of
 eligible samples whose input gradient of CE on the clean input is exactly zero).
@@ -34,10 +31,7 @@ eligible samples whose input gradient of CE on the clean input is exactly zero).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,47 +39,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from robench.access import Knowledge, NoBox, Query, QueryOracle, Transfer, WhiteBox
-from robench.benchmark import AttackSpec, Benchmark, VictimSpec, subset_hash
 from robench.errors import ConfigError, RobenchError, ThreatViolation
 from robench.io import atomic_write, atomic_write_text
-from robench.metrics import sample_metrics
-from robench.store import Store
+from robench.run.cells import Cell, canonical_json, derive_seed, expand_cells, weights_sha
+from robench.run.metrics import sample_metrics
+from robench.run.spec import Benchmark, VictimSpec, subset_hash
+from robench.run.store import Store
 from robench.threat import ThreatModel
 
-CELL_FORMAT = "robench.cell/1"
 _RANDOM_CHECK = 8  # samples forwarded twice to detect a randomised forward pass
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def sha256_json(obj: Any) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
-
-
-def derive_seed(seed: int, key: str) -> int:
-    """63-bit generator seed from (benchmark seed, cell key)."""
-    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:15], 16)
-
-
-@dataclass(frozen=True, eq=False)
-class Cell:
-    """One cell of the matrix; ``gen_key`` groups the transfer cells sharing one generation."""
-
-    key: str
-    victim: VictimSpec
-    attack: AttackSpec
-    knowledge: Knowledge
-    threat: ThreatModel
-    seed: int
-    surrogate: VictimSpec | None
-    config: dict[str, Any]
-    gen_key: str | None = None
-    gen_config: dict[str, Any] | None = None
 
 
 @dataclass(eq=False)
@@ -127,7 +91,7 @@ class Plan:
         cache_key = f"{spec.source}|{spec.defense}"
         if cache_key in self._models:
             return self._models[cache_key]
-        from robench.victim import create_victim
+        from robench.zoo import create_victim
 
         if spec.defense is not None:
             raise ConfigError(
@@ -145,7 +109,7 @@ class Plan:
             # same batch twice (a different batch size may legitimately change float rounding)
             probe = self.x[: min(bs, _RANDOM_CHECK)]
             rand = int(not torch.equal(net(probe), net(probe)))
-        sha = getattr(net, "weights_sha256", "") or _weights_sha(spec)
+        sha = getattr(net, "weights_sha256", "") or weights_sha(spec)
         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         m = _Model(net, sha, logits, logits.argmax(1) == self.y, rand, state)
         self._models[cache_key] = m
@@ -407,14 +371,6 @@ def _one_line(e: BaseException) -> str:
     return s[:1000] or type(e).__name__
 
 
-def _weights_sha(spec: VictimSpec) -> str:
-    """weights sha256 from the checkpoint metadata (no need to load the model)."""
-    from robench import checkpoint, zoo
-
-    path = spec.source if spec.source.endswith(".pt") else str(zoo.zoo_dir() / f"{spec.source}.pt")
-    return str(checkpoint.read_metadata(path)["weights_sha256"])
-
-
 def _check_threats(bench: Benchmark, data: Any) -> None:
     for a in bench.attacks:
         for t in bench.threats_for(a):
@@ -461,7 +417,7 @@ def prepare(bench: Benchmark, out_dir: str | Path, device: str | torch.device = 
 
 
 def board_meta(plan: Plan) -> dict[str, Any]:
-    """The ``meta`` of :func:`robench.board.build_board` for this benchmark."""
+    """The ``meta`` of :func:`robench.report.board.build_board` for this benchmark."""
     b = plan.bench
     return {
         "benchmark": b.id,
@@ -477,7 +433,7 @@ def board_meta(plan: Plan) -> dict[str, Any]:
 
 def write_meta(plan: Plan) -> None:
     """``DIR/subset.json`` (ids and hash) and ``DIR/benchmark.json`` (the resolved definition and
-    the board meta, read back by :meth:`robench.store.Store.benchmark_meta`)."""
+    the board meta, read back by :meth:`robench.run.store.Store.benchmark_meta`)."""
     atomic_write_text(
         plan.out_dir / "subset.json",
         json.dumps(
@@ -489,71 +445,6 @@ def write_meta(plan: Plan) -> None:
     atomic_write_text(
         plan.out_dir / "benchmark.json", json.dumps(doc, indent=2, default=str) + "\n"
     )
-
-
-def expand_cells(plan: Plan) -> list[Cell]:
-    """Every cell of the benchmark, in run order (seeds, attacks, threats, surrogates, victims)."""
-    b = plan.bench
-    shas: dict[str, str] = {}
-
-    def sha(v: VictimSpec) -> str:
-        if v.source not in shas:
-            shas[v.source] = _weights_sha(v)
-        return shas[v.source]
-
-    base = {
-        "format": CELL_FORMAT,
-        "dataset": {"name": plan.data.name, "fingerprint": plan.dataset_hash, "split": b.split},
-        "subset": {"n": len(plan.ids), "seed": b.subset.seed, "sha256": plan.subset_hash},
-        "batch_size": b.batch_size,
-    }
-    cells: list[Cell] = []
-    for seed in b.seeds:
-        for a in b.attacks:
-            cls = a.cls
-            acfg = {
-                "id": a.id,
-                "name": a.name,
-                "knowledge": cls.knowledge.value,
-                "config": a.config_dict(),
-            }
-            if cls.knowledge is Knowledge.QUERY:
-                acfg.update(
-                    budget=a.budget, oracle=a.oracle or getattr(cls, "oracle_mode", "decision")
-                )
-            extra = {}
-            if cls.knowledge in (Knowledge.TRANSFER, Knowledge.NO_BOX):
-                ad = b.attacker_data
-                extra["attacker_data"] = {"n": ad.n, "seed": ad.seed, "sha256": plan.attacker_hash}
-            for t in b.threats_for(a):
-                common = dict(base, attack=acfg, threat=t.to_dict(), seed=seed, **extra)
-                pairs = [(None, v) for v in b.victims]
-                if cls.knowledge is Knowledge.TRANSFER:
-                    pairs = [(s, v) for s in b.surrogates for v in b.victims]
-                for s, v in pairs:
-                    gen_cfg = gen_key = None
-                    if s is not None:
-                        gen_cfg = dict(
-                            common,
-                            kind="transfer-generation",
-                            surrogate={"id": s.id, "weights_sha256": sha(s)},
-                        )
-                        gen_key = sha256_json(gen_cfg)
-                    vcfg = {
-                        "id": v.id,
-                        "weights_sha256": sha(v),
-                        "defense": v.defense,
-                        "defense_params": [list(p) for p in v.defense_params],
-                    }
-                    cfg = dict(
-                        common, victim=vcfg, surrogate=gen_cfg["surrogate"] if gen_cfg else None
-                    )
-                    cells.append(
-                        Cell(
-                            sha256_json(cfg), v, a, cls.knowledge, t, seed, s, cfg, gen_key, gen_cfg
-                        )
-                    )
-    return cells
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -570,71 +461,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     raise ConfigError(f"expected 'cpu' or 'cuda', got {s!r} in option '--device'")
 
 
-def pending(plan: Plan, store: Store) -> list[Cell]:
-    """Cells without an ``ok``/``invalid`` row in the store (``error`` cells are retried)."""
-    done = store.cell_status(c.key for c in plan.cells)
-    return [c for c in plan.cells if done.get(c.key) not in ("ok", "invalid")]
-
-
-def run_benchmark(
-    bench: Benchmark,
-    out_dir: str | Path,
-    workers: int = 1,
-    device: str = "cpu",
-    progress: bool = True,
-    argv: list[str] | None = None,
-) -> Store:
-    """Run every unfinished cell of ``bench`` into ``DIR/results.sqlite``; returns the open Store.
-
-    ``workers`` > 1 runs the cells in that many processes (transfer cells sharing a generation stay
-    in one process); each process uses ``max(1, cpu_count // workers)`` torch threads. The rows do not
-    depend on the split (each cell's generator is seeded from its own key).
-    """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
-    return run_plan(prepare(bench, out_dir, device), workers, progress, argv)
-
-
-def run_plan(
-    plan: Plan, workers: int = 1, progress: bool = True, argv: list[str] | None = None
-) -> Store:
-    """:func:`run_benchmark` on an already prepared :class:`Plan` (the CLI keeps the plan for the
-    board)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
-    bench = plan.bench
-    write_meta(plan)
-    store = Store(plan.out_dir)
-    todo = pending(plan, store)
-    run_id = store.begin_run(bench.id, sys.argv if argv is None else argv)
-    bar = tqdm(
-        total=len(plan.cells),
-        initial=len(plan.cells) - len(todo),
-        desc=f"robench {bench.id}",
-        unit="cell",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    try:
-        if workers == 1 or len(todo) <= 1:
-            for cell in todo:
-                bar.set_postfix_str(_label(cell), refresh=False)
-                rec = plan.run_cell(cell)
-                store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
-                bar.update(1)
-        else:
-            _run_parallel(plan, todo, workers, str(plan.device), store, run_id, bar)
-    finally:
-        bar.close()
-    store.finish_run(run_id)
-    return store
-
-
-def _label(cell: Cell) -> str:
-    via = f"<-{cell.surrogate.id}" if cell.surrogate else ""
-    return f"{cell.victim.key} {cell.attack.id}{via} {cell.threat.name} s{cell.seed}"
-
-
 def benchmark_frame(store: Store, plan_or_bench: Plan | Benchmark, status: str = "ok") -> Any:
     """``store.frame(status)`` restricted to the cells of this benchmark definition (stale cells of
     an older definition in the same folder are left out)."""
@@ -642,50 +468,3 @@ def benchmark_frame(store: Store, plan_or_bench: Plan | Benchmark, status: str =
     keys = {c.key for c in plan.cells}
     df = store.frame(status)
     return df[df["cell_key"].isin(keys)].reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------- worker processes
-_WORKER_PLAN: Plan | None = None
-
-
-def _worker_init(bench: Benchmark, out_dir: str, device: str, workers: int) -> None:
-    global _WORKER_PLAN
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    _WORKER_PLAN = prepare(bench, out_dir, device)
-
-
-def _worker_unit(keys: list[str]) -> list[dict[str, Any]]:
-    """Run the cells ``keys`` (one cell, or every cell of one transfer generation) in this worker."""
-    plan = _WORKER_PLAN
-    by_key = {c.key: c for c in plan.cells}
-    out = []
-    for k in keys:
-        rec = plan.run_cell(by_key[k])
-        if rec["samples"] is not None:
-            rec["samples"] = {c: _plain(v) for c, v in rec["samples"].items()}
-        out.append(rec)
-    return out
-
-
-def _plain(v: Any) -> Any:
-    return v.detach().cpu() if isinstance(v, torch.Tensor) else v
-
-
-def _run_parallel(
-    plan: Plan, todo: list[Cell], workers: int, device: str, store: Store, run_id: int, bar: Any
-) -> None:
-    """Cells in ``workers`` spawned processes; the parent alone writes the store (one transaction per
-    cell). A transfer generation and its victim cells form one unit so it is generated once."""
-    import multiprocessing as mp
-
-    units: dict[str, list[str]] = {}
-    for c in todo:
-        units.setdefault(c.gen_key or c.key, []).append(c.key)
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(
-        workers, initializer=_worker_init, initargs=(plan.bench, str(plan.out_dir), device, workers)
-    ) as pool:
-        for recs in pool.imap_unordered(_worker_unit, list(units.values())):
-            for rec in recs:
-                store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
-                bar.update(1)

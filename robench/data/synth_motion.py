@@ -1,6 +1,6 @@
 """Procedural human motion on the NTU-25 skeleton: joint-angle forward kinematics and the action library.
 
-Used by :mod:`robench.synth` to build the embedded ``synth-ntu25`` data set. Everything is batched
+Used by :mod:`robench.data.synth` to build the embedded ``synth-ntu25`` data set. Everything is batched
 numpy over ``(B, T)`` (bodies x frames); the only Python loops run over joints or action classes.
 
 Body frame (metres): x = the body's left, y = up, z = forward, origin at the spine base of the rest
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from robench.skeleton import NTU25_NAMES
+from robench.data.skeleton import NTU25_NAMES
 
 FPS = 30.0
 J = {name: i for i, name in enumerate(NTU25_NAMES)}
@@ -49,7 +49,7 @@ D = {name: i for i, name in enumerate(DOFS)}
 
 # ---------------------------------------------------------------------------------- rest skeleton
 # joint -> (FK parent, rest direction in the body frame (left side; mirrored for right), length m,
-# anthropometric group). Lengths are the NTU (Kinect v2) means quoted in robench.synth.REALISM_TARGETS.
+# anthropometric group). Lengths are the NTU (Kinect v2) means quoted in robench.data.synth.REALISM_TARGETS.
 _BONES: dict[str, tuple[str, tuple[float, float, float], float, str]] = {
     "spine_mid": ("spine_base", (0, 1, 0), 0.27, "torso"),
     "spine_shoulder": ("spine_mid", (0, 1, 0), 0.22, "torso"),

@@ -1,13 +1,13 @@
 """Aggregation of per-sample results into leaderboard numbers, AutoAttack style.
 
-Input is the joined frame of :meth:`robench.store.Store.frame` (one row per cell x sample, the sample
+Input is the joined frame of :meth:`robench.run.store.Store.frame` (one row per cell x sample, the sample
 columns of the store plus the cell columns: victim, defense, attack, knowledge, surrogate, threat,
 eps, seed, weights_sha256, zero_grad_frac, forward_random, ...). Only ``status == "ok"`` cells may
 be passed; invalid and error cells never enter a number.
 
 An *entry* is one (victim, defense, threat) triple. For an entry with subset S (the sample ids that
 appear in its cells) the numbers are, with ``k/n`` reported together with n and the 95% Wilson
-score interval (:func:`robench.metrics.wilson_interval`):
+score interval (:func:`robench.run.metrics.wilson_interval`):
 
 - clean accuracy = |{s in S : clean_correct(s) in every cell}| / |S|;
 - per attack cell c (white-box cells keyed by the attack name; transfer cells keyed
@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from robench.errors import DataError
-from robench.metrics import wilson_interval
+from robench.run.metrics import wilson_interval
 
 ENTRY = ["victim", "defense", "threat"]
 STAT_KEYS = ("linf", "l2", "joint_disp_cm", "bone_dev_pct", "accel_dev")

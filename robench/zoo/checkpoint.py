@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
+from robench.config import make_config
 from robench.errors import CheckpointError
 from robench.io import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
-from robench.victim import VICTIMS, Victim, make_config
+from robench.victim import VICTIMS, Victim
 
 METADATA_FORMAT = "robench.checkpoint/1"
 

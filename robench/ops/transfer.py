@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robench.data.skeleton import presence_mask
 from robench.errors import ConfigError
-from robench.skeleton import presence_mask
 
 FUSIONS = ("logits", "probs", "loss")
 IG_BASELINES = ("min", "zeros")

@@ -22,7 +22,7 @@ Bandwidth: ``h = max(bandwidth_frac · n_valid, min_bandwidth)`` frames, ``bandw
 Departure: tvReg picks ``h`` by leave-one-out cross-validation with a triweight kernel in rescaled time
 ``t/T``; a fixed fraction of the valid length is deterministic and orders of magnitude cheaper.
 
-Padding: a (frame, body) slot that is all zero (:func:`robench.skeleton.presence_mask`) is absent.
+Padding: a (frame, body) slot that is all zero (:func:`robench.data.skeleton.presence_mask`) is absent.
 The AR(2) equation at ``t`` enters a fit only when frames ``t, t-1, t-2`` are all present, the AR(1)
 equation when ``t, t-1`` are; Jacobians are zero wherever a frame they link is absent.
 
@@ -55,9 +55,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from robench.data.skeleton import presence_mask
 from robench.errors import ConfigError, DataError
-from robench.skeleton import presence_mask
-from robench.transfer_ops import mean_abs_normalize
+from robench.ops.transfer import mean_abs_normalize
 
 __all__ = ["TVARFit", "fit_tvar", "mean_abs_normalize", "motion_gradient"]
 
@@ -252,7 +252,7 @@ def _fit_chunk(
 def motion_gradient(g: Tensor, j1: Tensor, j2: Tensor, present: Tensor | None = None) -> Tensor:
     """SMI gradient ``g̃_t = ĝ_t + J1_t ⊙ ĝ_{t+1} + J2_t ⊙ ĝ_{t+2}``, ``ĝ = N(g)``, all (N, 3, T, V, M).
 
-    ``present`` (broadcastable bool, e.g. (N, 1, T, 1, M) from :func:`robench.skeleton.presence_mask`)
+    ``present`` (broadcastable bool, e.g. (N, 1, T, 1, M) from :func:`robench.data.skeleton.presence_mask`)
     zeroes ``g`` before the normalisation and the result after it, so absent frames/bodies neither
     receive nor pass on gradient; ``ĝ`` beyond the last frame is 0. Without ``present`` only the
     Jacobians (zero across absent frames) carry the padding rule.

@@ -21,8 +21,8 @@ import math
 import torch
 from torch import Tensor
 
+from robench.data.skeleton import Topology, get_topology, presence_mask
 from robench.errors import DataError
-from robench.skeleton import Topology, get_topology, presence_mask
 
 _CM_PER_UNIT = {"m": 100.0, "cm": 1.0, "mm": 0.1}
 

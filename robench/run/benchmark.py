@@ -34,24 +34,19 @@ Built-in benchmarks ship as ``robench/benchmarks/*.yaml`` (``smoke``, ``quick``)
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import inspect
-import json
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from robench.access import Knowledge
 from robench.errors import ConfigError, RobenchError
 from robench.registry import suggest
+from robench.run.spec import AttackSpec, Benchmark, DatasetSpec, SubsetSpec, VictimSpec, freeze
 from robench.threat import ThreatModel
 
-FORMAT = "robench.benchmark/1"
 _TOP_FIELDS = (
     "id",
     "version",
@@ -78,210 +73,6 @@ _THREAT_FIELDS = (
     "frames",
     "topology",
 )
-
-
-def _freeze(value: Any) -> Any:
-    """YAML value -> hashable value (lists become tuples; mappings become sorted item tuples)."""
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    """Inverse of the list part of :func:`_freeze` for JSON: tuples become lists."""
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Either a built-in generated set (``name``, ``seed`` and generator ``options``) or a ``path``."""
-
-    name: str = "synth-ntu25"
-    path: str | None = None
-    seed: int = 0
-    options: tuple[tuple[str, int], ...] = ()
-
-    def open(self) -> Any:
-        """The :class:`~robench.dataset.SkeletonSet` (generated sets are cached in-process)."""
-        from robench.dataset import open_dataset
-
-        if self.path is not None:
-            return open_dataset(self.path)
-        return open_dataset(self.name, seed=self.seed, **dict(self.options))
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.path is not None:
-            return {"path": self.path}
-        return {"name": self.name, "seed": self.seed, **dict(self.options)}
-
-
-@dataclass(frozen=True)
-class SubsetSpec:
-    """``n`` samples (None = the whole split) chosen by a permutation seeded with ``seed``."""
-
-    n: int | None = None
-    seed: int = 0
-
-    def select(self, ids: tuple[str, ...] | list[str], field: str = "subset") -> list[str]:
-        """First ``n`` ids of ``torch.randperm(len(ids))`` under a generator seeded with ``seed``."""
-        n = len(ids) if self.n is None else self.n
-        if n > len(ids):
-            raise ConfigError(
-                f"expected {field} n <= {len(ids)} (the split's size), got {n} in field '{field}.n'"
-            )
-        perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(self.seed))
-        return [ids[i] for i in perm[:n].tolist()]
-
-
-def subset_hash(ids: list[str] | tuple[str, ...]) -> str:
-    """sha256 of the subset's sample ids joined by newlines (order matters)."""
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class VictimSpec:
-    """A victim: ``source`` is a zoo name or an absolute ``.pt`` path; ``id`` is its display name."""
-
-    id: str
-    source: str
-    defense: str | None = None
-    defense_params: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def key(self) -> str:
-        """Row name in the store and the board: ``id`` or ``id+defense``."""
-        return self.id if self.defense is None else f"{self.id}+{self.defense}"
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """An attack entry: registered ``name``, unique ``id``, Config overrides, optional eps sweep."""
-
-    id: str
-    name: str
-    params: tuple[tuple[str, Any], ...] = ()
-    eps: tuple[float, ...] | None = None
-    budget: int = 1000
-    oracle: str | None = None
-
-    @property
-    def cls(self) -> type:
-        from robench.attack import ATTACKS
-
-        if self.name.startswith("torchattacks:"):
-            from robench.attacks.torchattacks_adapter import TorchAttacksAttack
-
-            return TorchAttacksAttack
-        return ATTACKS.get(self.name)
-
-    @property
-    def knowledge(self) -> Knowledge:
-        return self.cls.knowledge
-
-    def build(self) -> Any:
-        """A fresh attack instance with the overrides applied."""
-        from robench.attack import create_attack
-
-        return create_attack(self.name, **dict(self.params))
-
-    def config_dict(self) -> dict[str, Any]:
-        """The attack's full Config (defaults filled in), JSON-ready."""
-        attack = self.build()
-        return json.loads(
-            json.dumps(dataclasses.asdict(attack.config), default=_json_default, sort_keys=True)
-        )
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, tuple | set | frozenset):
-        return list(o)
-    if isinstance(o, Knowledge):
-        return o.value
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    return repr(o)
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """A validated benchmark definition (see the module docstring for the YAML form)."""
-
-    id: str
-    version: int
-    dataset: DatasetSpec
-    victims: tuple[VictimSpec, ...]
-    attacks: tuple[AttackSpec, ...]
-    threats: tuple[ThreatModel, ...]
-    subset: SubsetSpec = SubsetSpec()
-    split: str = "test"
-    surrogates: tuple[VictimSpec, ...] = ()
-    attacker_data: SubsetSpec = SubsetSpec()
-    seeds: tuple[int, ...] = (0,)
-    batch_size: int = 64
-    description: str = ""
-    source: str = ""
-
-    def threats_for(self, attack: AttackSpec) -> tuple[ThreatModel, ...]:
-        """The threat models ``attack`` runs under: the primary ones, or its eps sweep over them."""
-        if attack.eps is None:
-            return self.threats
-        out: list[ThreatModel] = []
-        for t in self.threats:
-            for e in attack.eps:
-                tm = dataclasses.replace(t, eps=e)
-                if tm not in out:
-                    out.append(tm)
-        return tuple(out)
-
-    def victim(self, key: str) -> VictimSpec:
-        for v in (*self.victims, *self.surrogates):
-            if v.key == key or v.id == key:
-                return v
-        raise ConfigError(f"expected a victim of benchmark {self.id!r}, got {key!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Canonical JSON-ready form (written beside the results and into cell configs)."""
-        return {
-            "format": FORMAT,
-            "id": self.id,
-            "version": self.version,
-            "description": self.description,
-            "dataset": self.dataset.to_dict(),
-            "split": self.split,
-            "subset": {"n": self.subset.n, "seed": self.subset.seed},
-            "victims": [
-                {
-                    "id": v.id,
-                    "source": v.source,
-                    "defense": v.defense,
-                    "defense_params": dict(v.defense_params),
-                }
-                for v in self.victims
-            ],
-            "attacks": [
-                {
-                    "id": a.id,
-                    "name": a.name,
-                    "params": {k: _thaw(v) for k, v in a.params},
-                    "eps": list(a.eps) if a.eps is not None else None,
-                    "budget": a.budget,
-                    "oracle": a.oracle,
-                }
-                for a in self.attacks
-            ],
-            "threats": [t.to_dict() for t in self.threats],
-            "surrogates": [v.id for v in self.surrogates],
-            "attacker_data": {"n": self.attacker_data.n, "seed": self.attacker_data.seed},
-            "seeds": list(self.seeds),
-            "batch_size": self.batch_size,
-        }
-
-
-# ---------------------------------------------------------------------- loading
 
 
 def builtin_benchmarks() -> list[str]:
@@ -430,7 +221,7 @@ def _dataset(c: _Ctx, d: Any, base_dir: Path | None) -> DatasetSpec:
         p = _resolve_path(c, d["path"], "dataset.path", base_dir, ".npz")
         return DatasetSpec(name=Path(p).stem, path=p)
     name = c.str_(d.get("name", "synth-ntu25"), "dataset.name")
-    from robench.dataset import BUILTIN_DATASETS
+    from robench.data import BUILTIN_DATASETS
 
     if name not in BUILTIN_DATASETS:
         close = suggest(name, BUILTIN_DATASETS)
@@ -449,9 +240,9 @@ def _dataset(c: _Ctx, d: Any, base_dir: Path | None) -> DatasetSpec:
 
 
 def _synth_options() -> tuple[str, ...]:
-    """Keyword options of ``robench.synth.generate`` (falls back to the documented ones)."""
+    """Keyword options of ``robench.data.synth.generate`` (falls back to the documented ones)."""
     try:
-        from robench import synth
+        from robench.data import synth
 
         params = inspect.signature(synth.generate).parameters
         names = tuple(
@@ -524,7 +315,7 @@ def _victims(c: _Ctx, raw: Any, field: str, base_dir: Path | None) -> tuple[Vict
             if defense is not None:
                 defense = _check_defense(c, defense, f"{f}.defense")
             out.append(
-                VictimSpec(id=vid, source=src, defense=defense, defense_params=_freeze(params))
+                VictimSpec(id=vid, source=src, defense=defense, defense_params=freeze(params))
             )
         else:
             vid, src = _victim_source(c, item, f, base_dir)
@@ -595,8 +386,8 @@ def _threats(c: _Ctx, raw: Any) -> tuple[ThreatModel, ...]:
 
 
 def _attacks(c: _Ctx, raw: Any, threats: tuple[ThreatModel, ...]) -> tuple[AttackSpec, ...]:
-    from robench.attack import ATTACKS
-    from robench.victim import make_config
+    from robench.attack import ATTACKS, attack_class, is_family_member
+    from robench.config import make_config
 
     if not isinstance(raw, list) or not raw:
         raise c.err("a list of attacks", raw, "attacks")
@@ -609,20 +400,18 @@ def _attacks(c: _Ctx, raw: Any, threats: tuple[ThreatModel, ...]) -> tuple[Attac
         if "name" not in item:
             raise c.err("a 'name'", "none", f, raw=True)
         name = c.str_(item["name"], f"{f}.name")
-        if name.startswith("torchattacks:"):
-            from robench.attacks.torchattacks_adapter import TorchAttacksAttack as cls
-        else:
-            if name not in ATTACKS:
-                raise ConfigError(f"{ATTACKS.unknown(name)} in {c.source} field '{f}.name'")
-            cls = ATTACKS.get(name)
+        family = is_family_member(name)
+        if not family and name not in ATTACKS:
+            raise ConfigError(f"{ATTACKS.unknown(name)} in {c.source} field '{f}.name'")
+        cls = attack_class(name)
         params = item.get("params") or {}
         if not isinstance(params, dict):
             raise c.err("a mapping of hyper-parameters", params, f"{f}.params")
         for k, v in params.items():
             if isinstance(v, dict):
                 raise c.err("a number, string, boolean or list", v, f"{f}.params.{k}")
-        frozen = tuple(sorted((str(k), _freeze(v)) for k, v in params.items()))
-        if not name.startswith("torchattacks:"):
+        frozen = tuple(sorted((str(k), freeze(v)) for k, v in params.items()))
+        if not family:
             try:
                 make_config(cls.Config, dict(frozen), source=f"{c.source} field '{f}.params'")
             except RobenchError as ex:

@@ -1,5 +1,5 @@
 """Markdown and CSV renderings of a ``robench.board/1`` board, and the formatting helpers shared
-with :mod:`robench.board_html`.
+with :mod:`robench.report.html`.
 
 Markdown: one table per threat model (primary ones first; victim rows x attack columns of robust
 accuracy in % with the 95% Wilson interval, clean accuracy, worst case with n, flag codes), then one
@@ -13,7 +13,7 @@ import csv
 import io
 from typing import Any
 
-from robench.aggregate import STAT_KEYS
+from robench.report.aggregate import STAT_KEYS
 
 KNOWLEDGE_ORDER = {"white-box": 0, "transfer": 1, "query": 2, "no-box": 3}
 

@@ -8,53 +8,16 @@ Recognition", ICLR 2025)
     ``P = 2C² + 2C`` laid out ``[W1, b1, W2, b2]`` (rows = outputs); :func:`head_logits` evaluates any
     number of parameter vectors on shared features with batched matrix products.
 
-SG-AdaHMC (:class:`SGAdaHMC`)
-    Scale-adapted stochastic-gradient HMC of Springenberg, Klein, Falkner & Hutter, "Bayesian
-    optimization with robust Bayesian neural networks", NeurIPS 2016 (the sampler TASAR's
-    ``optimisers.SGAdaHMC`` is named after), in the friction parametrisation of their ``pybnn`` code
-    (``C = μ·sqrt(V̂)/ε``). Per coordinate, with the stochastic gradient ``g`` of the potential U::
-
-        V̂ ← (1 - 1/τ)·V̂ + (1/τ)·g²            (V̂ starts at the first g²)
-        m ← (1 - μ)·m - ε²·V̂^{-1/2}·g + sqrt(T·max(2ε²·μ·V̂^{-1/2} - ε⁴, 0))·ξ,   ξ ~ N(0, 1)
-        θ ← θ + m
-
-    Defaults: ε = ``lr`` = 2e-3, μ = ``friction`` = 0.05 (pybnn), τ = 2 and temperature T = 1e-5
-    (TASAR's config). V̂ is floored at 1e-4 × its mean over each head (:class:`SGAdaHMC`). The potential is ``U(θ) = n·mean-CE`` over a minibatch (flat prior, n = size of
-    the attacker's data). Departures from TASAR's released optimiser, which reuses one gradient for its
-    L = 30 inner steps, resets the momentum and V̂ at every call and scales the noise by T·variance
-    instead of its square root: here each of the ``inner_steps`` recomputes the gradient at the current
-    point on the same minibatch (a real discretised trajectory), momentum and V̂ persist, and the noise
-    has the variance of the paper's update.
-
-Flatness ("dual Bayesian") gradient (:func:`flat_gradient`)
-    ``ĝ = g + (λ/ρ)·(∇U(θ + ρ·g/‖g‖) - g)``, ρ = 0.1, λ = 1e-3: a first-order gradient-norm penalty
-    (TASAR §4.2; the same rule finetunes BA's surrogate, Li et al., ICLR 2023). ``‖g‖`` is per head for
-    the heads, global over all parameters for BA.
-
-Diagonal SWAG (:class:`DiagonalSWAG`; Maddox et al., NeurIPS 2019)
-    Running first and second moments θ̄, θ²̄ per group (per head) with a per-group counter; the released
-    TASAR code shares one counter across its heads (so every head after the first averages with wrong
-    weights) — fixed here. Samples ``θ = θ̄ + scale·σ ⊙ ε``, ``σ² = max(θ²̄ - θ̄², 0) + 1e-30``.
-
-Cache (:func:`cached_artifacts`)
-    Post-training artefacts are stored under ``cache_dir()`` (``$ROBENCH_CACHE`` or
-    ``~/.cache/robench``, overridable per call) in ``posterior/<kind>-<key>.pt`` (tensors only, loaded
-    with ``weights_only=True``) plus a ``.json`` with the key's inputs; the key is the sha256 of the
-    surrogate's weights (:func:`module_sha256`), the data fingerprint (:func:`tensor_fingerprint`),
-    the build config and a format version. Post-training seeds its own generator from the config, so
-    an artefact does not depend on the cell seed and is shared by every cell and batch.
+The samplers (SG-AdaHMC, the flatness gradient, diagonal SWAG) live in :mod:`robench.ops.samplers`,
+the artefact cache in :mod:`robench.ops.artifacts`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,55 +26,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robench.errors import ConfigError, DataError
-from robench.io import atomic_write, atomic_write_text
-
-FORMAT = 1
-MEMO_SIZE = 4
-_VAR_FLOOR = 1e-30
-_MEMO: dict[str, dict[str, Tensor]] = {}
-
-
-# ------------------------------------------------------------------------------------ hashing, cache
-def module_sha256(module: nn.Module) -> str:
-    """sha256 over the class name and every state-dict entry (name, dtype, shape, bytes), sorted."""
-    h = hashlib.sha256(type(module).__qualname__.encode())
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def tensor_fingerprint(*tensors: Tensor) -> str:
-    """sha256 over the dtype, shape and bytes of each tensor (the attacker's data x, y)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """The artefact cache folder: ``override``, else ``$ROBENCH_CACHE``, else ``~/.cache/robench``."""
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("ROBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "robench"
-
-
-def artifact_key(kind: str, parts: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of ``{kind, format, **parts}``."""
-    blob = json.dumps(
-        {"kind": kind, "format": FORMAT, **parts}, sort_keys=True, separators=(",", ":")
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def artifact_path(
-    kind: str, parts: dict[str, Any], directory: str | os.PathLike | None = None
-) -> Path:
-    return cache_dir(directory) / "posterior" / f"{kind}-{artifact_key(kind, parts)[:32]}.pt"
+from robench.ops.artifacts import cached_artifacts, module_sha256, tensor_fingerprint
+from robench.ops.samplers import DiagonalSWAG, SGAdaHMC, flat_gradient, swag_std
 
 
 def posterior_parts(model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: Any) -> dict[str, Any]:
@@ -121,180 +37,6 @@ def posterior_parts(model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: Any
         "data": tensor_fingerprint(train_x, train_y),
         "config": asdict(cfg),
     }
-
-
-def clear_memory_cache() -> None:
-    """Forget the artefacts kept in memory (the files on disk stay)."""
-    _MEMO.clear()
-
-
-def cached_artifacts(
-    kind: str,
-    parts: dict[str, Any],
-    build: Callable[[], dict[str, Tensor]],
-    directory: str | os.PathLike | None = None,
-    use_cache: bool = True,
-    required: Iterable[str] = (),
-) -> dict[str, Tensor]:
-    """The artefacts of ``(kind, parts)``: from memory, else from the cache file, else ``build()``.
-
-    A built artefact is written atomically (``.pt`` of tensors + ``.json`` metadata). An unreadable
-    cache file, or one without every ``required`` key, is rebuilt and overwritten. ``use_cache=False``
-    always builds and writes nothing. The last ``MEMO_SIZE`` artefacts are also kept in memory.
-    """
-    required = tuple(required)
-    if not use_cache:
-        return build()
-    path = artifact_path(kind, parts, directory)
-    key = str(path)
-    if key in _MEMO:
-        return _MEMO[key]
-    out: dict[str, Tensor] | None = None
-    if path.exists():
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-            ok = isinstance(loaded, dict) and all(isinstance(v, Tensor) for v in loaded.values())
-            if ok and all(k in loaded for k in required):
-                out = loaded
-        except (OSError, RuntimeError, EOFError, ValueError):
-            out = None
-    if out is None:
-        t0 = time.perf_counter()
-        out = {k: v.detach().cpu() for k, v in build().items()}
-        atomic_write(path, lambda p: torch.save(out, p))
-        meta = {
-            "kind": kind,
-            "format": FORMAT,
-            "seconds": round(time.perf_counter() - t0, 3),
-            **parts,
-        }
-        atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True))
-    _MEMO[key] = out
-    while len(_MEMO) > MEMO_SIZE:
-        _MEMO.pop(next(iter(_MEMO)))
-    return out
-
-
-# ------------------------------------------------------------------------------------ sampler
-class SGAdaHMC:
-    """Scale-adapted SGHMC over a list of tensors it owns (updated in place); see the module docstring.
-
-    ``step(grads)`` applies one update given the gradients of the potential at the current point.
-    Noise comes from ``generator`` (drawn on its device, then moved to the parameters' device).
-    ``V̂`` is floored at ``v_floor`` times its mean over each tensor (per group of the first
-    ``group_dims`` dims), bounding the preconditioner's range to ``v_floor^{-1/2}`` : 1 (100:1), as
-    Adam's ε does; without a floor a coordinate whose gradient vanishes (a dead ReLU unit) gets an
-    unbounded preconditioned noise and random-walks away.
-    """
-
-    def __init__(
-        self,
-        params: list[Tensor],
-        generator: torch.Generator,
-        lr: float = 2e-3,
-        friction: float = 0.05,
-        tau: float = 2.0,
-        temperature: float = 1e-5,
-        v_floor: float = 1e-4,
-        group_dims: int = 0,
-    ) -> None:
-        if not lr > 0 or not 0 < friction <= 1 or not tau >= 1 or temperature < 0:
-            raise ConfigError(
-                f"expected lr > 0, 0 < friction <= 1, tau >= 1, temperature >= 0, got lr={lr}, "
-                f"friction={friction}, tau={tau}, temperature={temperature} in SGAdaHMC"
-            )
-        self.params = params
-        self.generator = generator
-        self.lr, self.friction, self.tau, self.temperature = lr, friction, tau, temperature
-        self.v_floor, self.group_dims = v_floor, group_dims
-        self.momentum = [torch.zeros_like(p) for p in params]
-        self.v_hat: list[Tensor] | None = None
-
-    @torch.no_grad()
-    def step(self, grads: list[Tensor]) -> None:
-        eps, mu, tau, temp = self.lr, self.friction, self.tau, self.temperature
-        if self.v_hat is None:
-            self.v_hat = [g * g for g in grads]
-        for p, m, v, g in zip(self.params, self.momentum, self.v_hat, grads, strict=True):
-            v.mul_(1 - 1 / tau).addcmul_(g, g, value=1 / tau)
-            floor = (self.v_floor * v.flatten(self.group_dims).mean(-1)).clamp_min(1e-16)
-            floor = floor.view(*floor.shape, *([1] * (v.dim() - self.group_dims)))
-            minv = torch.maximum(v, floor).rsqrt()
-            m.mul_(1 - mu).add_(minv * g, alpha=-(eps**2))
-            if temp > 0:
-                std = (temp * (2 * eps**2 * mu * minv - eps**4)).clamp_min(0).sqrt()
-                noise = torch.randn(p.shape, generator=self.generator, device=self.generator.device)
-                m.add_(std * noise.to(p.device, p.dtype))
-            p.add_(m)
-
-
-def flat_gradient(
-    grad_fn: Callable[[list[Tensor]], list[Tensor]],
-    params: list[Tensor],
-    rho: float,
-    lam: float,
-    group_dims: int = 0,
-) -> list[Tensor]:
-    """``ĝ = g + (λ/ρ)(∇U(θ + ρ·g/‖g‖) - g)`` with ``g = grad_fn(params)``.
-
-    ``‖g‖`` is taken over all entries of all tensors (``group_dims = 0``) or per group over everything
-    after the first ``group_dims`` dims (``group_dims = 1``: per head for (K, P) head parameters).
-    """
-    g = grad_fn(params)
-    if lam == 0:
-        return g
-    if group_dims == 0:
-        norm = torch.sqrt(sum((t.double() ** 2).sum() for t in g)).float().clamp_min(1e-20)
-        shifted = [p + rho * t / norm for p, t in zip(params, g, strict=True)]
-    else:
-        sq = sum((t.double() ** 2).flatten(group_dims).sum(-1) for t in g)
-        norm = sq.sqrt().float().clamp_min(1e-20)
-        shifted = [
-            p + rho * t / norm.view(*norm.shape, *([1] * (t.dim() - group_dims)))
-            for p, t in zip(params, g, strict=True)
-        ]
-    g_up = grad_fn(shifted)
-    return [a + (lam / rho) * (b - a) for a, b in zip(g, g_up, strict=True)]
-
-
-class DiagonalSWAG:
-    """Running diagonal SWAG moments of ``groups`` parameter vectors of ``dim`` entries (float64).
-
-    ``update(theta, which)`` adds a snapshot ``theta`` (groups, dim) to the groups selected by the
-    bool mask ``which`` (all by default); each group has its own counter ``count``.
-    """
-
-    def __init__(self, groups: int, dim: int, device: torch.device | str = "cpu") -> None:
-        self.mean = torch.zeros(groups, dim, dtype=torch.float64, device=device)
-        self.sq_mean = torch.zeros(groups, dim, dtype=torch.float64, device=device)
-        self.count = torch.zeros(groups, dtype=torch.int64, device=device)
-
-    @torch.no_grad()
-    def update(self, theta: Tensor, which: Tensor | None = None) -> None:
-        th = theta.detach().to(torch.float64)
-        if which is None:
-            which = torch.ones(self.count.shape, dtype=torch.bool, device=self.count.device)
-        n = self.count.to(torch.float64).unsqueeze(1)
-        w = which.unsqueeze(1)
-        self.mean = torch.where(w, (n * self.mean + th) / (n + 1), self.mean)
-        self.sq_mean = torch.where(w, (n * self.sq_mean + th * th) / (n + 1), self.sq_mean)
-        self.count = self.count + which.to(torch.int64)
-
-
-def swag_std(mean: Tensor, sq_mean: Tensor) -> Tensor:
-    """``σ = sqrt(max(θ²̄ - θ̄², 0) + 1e-30)``."""
-    return ((sq_mean - mean * mean).clamp_min(0) + _VAR_FLOOR).sqrt()
-
-
-def swag_sample(
-    mean: Tensor, std: Tensor, samples: int, scale: float, generator: torch.Generator
-) -> Tensor:
-    """``samples`` draws ``θ̄ + scale·σ ⊙ ε`` per group: (G, P) -> (G·samples, P), group-major."""
-    noise = torch.randn(
-        (mean.shape[0], samples, mean.shape[1]), generator=generator, device=generator.device
-    )
-    noise = noise.to(mean.device, mean.dtype)
-    return (mean.unsqueeze(1) + scale * std.unsqueeze(1) * noise).reshape(-1, mean.shape[1])
 
 
 # ------------------------------------------------------------------------------------ heads
@@ -649,7 +391,7 @@ def validate_sampler_fields(cfg: Any, src: str) -> None:
 
     One-line ConfigErrors name the field (``src`` names the config, e.g. "attack 'ba' config").
     """
-    from robench import transfer_ops as ops
+    from robench.ops import transfer as ops
 
     for name in ("post_steps", "snapshots", "inner_steps", "posttrain_seed"):
         ops.require_int(getattr(cfg, name), name, src, minimum=0)

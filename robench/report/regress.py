@@ -16,7 +16,7 @@ tolerance ``tol`` (absolute, in accuracy units) the decision is:
   reader knows the comparison is across different checkpoints;
 - ``new`` for entries/attacks only the new board has (informational).
 
-Boards follow ``robench.board/1`` (:mod:`robench.board`): ``entries`` of ``{"victim", "defense",
+Boards follow ``robench.board/1`` (:mod:`robench.report.board`): ``entries`` of ``{"victim", "defense",
 "threat", "weights_sha256", "attacks": {key: {"robust_accuracy": P}}, "worst_case": P}`` with
 ``P = {"value", "n", "ci": [lo, hi]}``.
 """

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from robench.checkpoint import save_victim
-from robench.dataset import SkeletonSet
+from robench.data.dataset import SkeletonSet
+from robench.data.skeleton import presence_mask
 from robench.errors import ConfigError
-from robench.skeleton import presence_mask
 from robench.victim import Victim, build_victim
+from robench.zoo.checkpoint import save_victim
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Clips of 16 actions (12 single-person, 4 two-person interactions, :data:`CLASS_NAMES`) on the NTU-25
 (Kinect v2) skeleton, in metres at 30 fps, shaped like the CTR-GCN NTU arrays: (N, 3, T, 25, 2),
 centred on the first-frame spine-mid of body 1, zero padding at the end, an absent second body all
-zero. Built by joint-angle forward kinematics (:mod:`robench.synth_motion`) with the nuisance variation
+zero. Built by joint-angle forward kinematics (:mod:`robench.data.synth_motion`) with the nuisance variation
 of a real capture:
 
 - 40 performers with their own bodies (overall scale sd 5 %, per-segment sd 3.5 %: bone lengths vary
@@ -33,10 +33,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robench.dataset import METRES_PER_UNIT, SkeletonSet
-from robench.errors import ConfigError, DataError
-from robench.skeleton import BUILTIN_TOPOLOGIES, presence_mask
-from robench.synth_motion import (
+from robench.data.dataset import METRES_PER_UNIT, SkeletonSet
+from robench.data.skeleton import BUILTIN_TOPOLOGIES, presence_mask
+from robench.data.synth_motion import (
     ACTIONS,
     DISTAL,
     DOFS,
@@ -53,6 +52,7 @@ from robench.synth_motion import (
     rot_y,
     seat,
 )
+from robench.errors import ConfigError, DataError
 
 NAME = "synth-ntu25"
 CLASS_NAMES: tuple[str, ...] = tuple(a.name for a in ACTIONS)

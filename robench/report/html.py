@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from robench.board_render import attack_columns, fmt_prop, threat_groups
+from robench.report.render import attack_columns, fmt_prop, threat_groups
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1400px}

@@ -36,7 +36,7 @@ def register_bench(
 
     def deco(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
         if name in BENCHMARKS and BENCHMARKS[name] is not fn:
-            raise ConfigError(f"expected a new bench name, got {name!r} twice in robench.bench")
+            raise ConfigError(f"expected a new bench name, got {name!r} twice in robench.run.bench")
         BENCHMARKS[name] = fn
         return fn
 
@@ -55,8 +55,8 @@ def _victim_source(tmp: Path) -> tuple[str, str]:
 
     if "stgcn.synth_ntu25" in zoo.names():
         return "stgcn.synth_ntu25", "zoo stgcn.synth_ntu25"
-    from robench.checkpoint import save_victim
     from robench.victim import build_victim
+    from robench.zoo.checkpoint import save_victim
 
     cfg = zoo.recipe("stgcn")["config"]
     save_victim(build_victim("stgcn", num_classes=16, **cfg), tmp / "stgcn_untrained.pt")
@@ -65,10 +65,10 @@ def _victim_source(tmp: Path) -> tuple[str, str]:
 
 def harness_overhead(steps: int = 50, n: int = 32, repeats: int = 3) -> dict[str, Any]:
     """Harness PGD-``steps`` cell time / ``steps`` bare forward+backward passes (see module doc)."""
-    from robench.benchmark import parse_benchmark
-    from robench.harness import prepare
-    from robench.store import Store
-    from robench.victim import create_victim
+    from robench.run.benchmark import parse_benchmark
+    from robench.run.harness import prepare
+    from robench.run.store import Store
+    from robench.zoo import create_victim
 
     with tempfile.TemporaryDirectory(prefix="robench-bench-") as tmp_s:
         tmp = Path(tmp_s)
@@ -144,7 +144,7 @@ def tasar_vs_ifgsm(n: int = 16, iters: int = 5, repeats: int = 3) -> dict[str, A
     """
     from robench.access import Transfer
     from robench.attack import create_attack
-    from robench.synth import generate
+    from robench.data.synth import generate
     from robench.threat import ThreatModel
 
     data = generate(seed=0, n_train=64, n_test=n)
@@ -184,7 +184,7 @@ def tasar_vs_ifgsm(n: int = 16, iters: int = 5, repeats: int = 3) -> dict[str, A
 
 def tvar_fit_256x64(repeats: int = 2) -> dict[str, Any]:
     """Seconds to fit the time-varying AR(2)+AR(1) motion model to 256 clips of 64 frames (25×3×2)."""
-    from robench.motion import fit_tvar
+    from robench.ops.motion import fit_tvar
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 3, 64, 25, 2, generator=g).cumsum(2) * 0.01  # random-walk trajectories

@@ -34,9 +34,9 @@ from matplotlib.animation import PillowWriter  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from robench.data.skeleton import Topology  # noqa: E402
 from robench.errors import DataError  # noqa: E402
 from robench.io import atomic_write  # noqa: E402
-from robench.skeleton import Topology  # noqa: E402
 
 try:  # matplotlib depends on Pillow; say so clearly if an install lacks it
     import PIL  # noqa: F401, E402
@@ -355,7 +355,7 @@ def _adv_file(folder: Path, cell: dict[str, Any]) -> Path:
     if cfg.get("surrogate"):
         gen = {k: v for k, v in cfg.items() if k != "victim"}
         gen["kind"] = "transfer-generation"
-        from robench.harness import sha256_json
+        from robench.run.cells import sha256_json
 
         shared = cache / f"transfer-{sha256_json(gen)}.pt"
         if shared.exists():
@@ -368,7 +368,7 @@ def _adv_file(folder: Path, cell: dict[str, Any]) -> Path:
 
 
 def _dataset(folder: Path, cell: dict[str, Any]) -> Any:
-    from robench.benchmark import DatasetSpec
+    from robench.run.spec import DatasetSpec
 
     b = (
         json.loads((folder / "benchmark.json").read_text())
@@ -400,7 +400,7 @@ def _dataset(folder: Path, cell: dict[str, Any]) -> Any:
 def load_pair(results_dir: str | Path, sample_id: str, attack: str, victim: str | None = None,
               threat: str | None = None, seed: int | None = None) -> Pair:  # fmt: skip
     """Clean and adversarial clip of ``sample_id`` under the cell picked by :func:`select_cell`."""
-    from robench.store import Store, store_exists
+    from robench.run.store import Store, store_exists
 
     folder = Path(results_dir)
     if not store_exists(folder):

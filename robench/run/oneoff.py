@@ -3,7 +3,7 @@
 :func:`run_one_off` is the core of ``robench attack VICTIM ATTACK``: it picks the first ``n`` test
 samples the victim classifies correctly, attacks them in batches under a linf/l2 threat model of
 radius ``eps`` (data units), re-verifies every returned batch with ``threat.check`` and summarises the
-per-sample metrics of :mod:`robench.metrics` (success rate with a 95% Wilson interval, mean L∞,
+per-sample metrics of :mod:`robench.run.metrics` (success rate with a 95% Wilson interval, mean L∞,
 joint displacement, bone-length and acceleration deviation, wall time). Nothing is stored; the
 benchmark harness is the way to record results.
 """
@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from robench.access import Knowledge, WhiteBox
-from robench.attack import ATTACKS, create_attack
-from robench.dataset import SkeletonSet, open_dataset
+from robench.attack import ATTACKS, create_attack, is_family_member
+from robench.data import SkeletonSet, open_dataset
 from robench.errors import ConfigError, DataError, ThreatViolation
-from robench.metrics import sample_metrics, wilson_interval
+from robench.run.metrics import sample_metrics, wilson_interval
 from robench.threat import ThreatModel
 
 STEP_FIELDS = ("steps", "iterations")
@@ -33,7 +33,7 @@ def _attack_overrides(attack_name: str, steps: int | None) -> dict[str, Any]:
         return {}
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"expected an integer >= 1, got {steps!r} in option 'steps'")
-    if attack_name.startswith("torchattacks:"):
+    if is_family_member(attack_name):
         return {"steps": steps}  # the adapter validates it against the torchattacks signature
     fields = {f.name for f in dataclasses.fields(ATTACKS.get(attack_name).Config)}
     for key in STEP_FIELDS:
@@ -112,7 +112,7 @@ def run_one_off(
     if dataset is None:
         dataset = open_dataset("synth-ntu25", seed=0).get_split("test")  # = synth.generate(seed=0)
     if model is None:
-        from robench.victim import create_victim
+        from robench.zoo import create_victim
 
         model = create_victim(victim_name)
     model.eval()  # evaluation only; the attack never switches modes

@@ -1,0 +1,44 @@
+"""Plugin configuration: immutable dataclasses built from user values, with one-line errors.
+
+Every plugin kind (victim, attack, defense) carries its hyper-parameters as a frozen dataclass
+``Config`` with the paper's defaults; these helpers build and check one the same way for all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from robench.errors import ConfigError
+
+
+def make_config(cls: type, values: dict[str, Any], source: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``values``; unknown or ill-typed fields raise a ConfigError."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(
+                f"expected one of {sorted(names)}, got unknown field {key!r} in {source}"
+            )
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"expected valid values, got {e} in {source}") from None
+
+
+def plugin_config(
+    owner: type, config: Any, overrides: dict[str, Any], source: Callable[[], str]
+) -> Any:
+    """The config of a plugin instance of class ``owner``: ``config`` (with ``overrides`` replaced)
+    or ``owner.Config`` built from ``overrides``; it must be an instance of ``owner.Config``.
+    ``source()`` names the config in error messages (called only when it is needed)."""
+    if config is None:
+        config = make_config(owner.Config, overrides, source=source())
+    elif overrides:
+        config = dataclasses.replace(config, **overrides)
+    if not isinstance(config, owner.Config):
+        raise ConfigError(
+            f"expected {owner.Config.__name__}, got {type(config).__name__} in {owner.__name__}"
+        )
+    return config

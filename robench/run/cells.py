@@ -1,0 +1,126 @@
+"""Cells: the unit of a benchmark matrix, their keys, seeds and expansion from a prepared plan.
+
+One cell = (dataset, victim[, defense], attack, threat model, seed, subset[, surrogate]). Its key is
+the sha256 of its canonical config JSON (dataset fingerprint, subset hash, weights sha256 of victim and
+surrogate, the attack's full Config, threat model, seed, batch size), so a changed config never reuses
+stale rows. Transfer cells sharing a (surrogate, attack, threat, seed, subset) share one *generation*
+(``gen_key``): its adversarial examples are made once and evaluated on every victim. Each cell's
+``torch.Generator`` is seeded from ``sha256(f"{seed}:{key}")`` (key: the cell key, or the generation
+key for transfer attacks), so a cell's rows do not depend on which other cells run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from robench.access import Knowledge
+from robench.run.spec import AttackSpec, VictimSpec
+from robench.threat import ThreatModel
+
+CELL_FORMAT = "robench.cell/1"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def derive_seed(seed: int, key: str) -> int:
+    """63-bit generator seed from (benchmark seed, cell key)."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:15], 16)
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """One cell of the matrix; ``gen_key`` groups the transfer cells sharing one generation."""
+
+    key: str
+    victim: VictimSpec
+    attack: AttackSpec
+    knowledge: Knowledge
+    threat: ThreatModel
+    seed: int
+    surrogate: VictimSpec | None
+    config: dict[str, Any]
+    gen_key: str | None = None
+    gen_config: dict[str, Any] | None = None
+
+
+def weights_sha(spec: VictimSpec) -> str:
+    """weights sha256 from the checkpoint metadata (no need to load the model)."""
+    from robench import zoo
+    from robench.zoo import checkpoint
+
+    path = spec.source if spec.source.endswith(".pt") else str(zoo.zoo_dir() / f"{spec.source}.pt")
+    return str(checkpoint.read_metadata(path)["weights_sha256"])
+
+
+def expand_cells(plan: Any) -> list[Cell]:
+    """Every cell of the benchmark, in run order (seeds, attacks, threats, surrogates, victims)."""
+    b = plan.bench
+    shas: dict[str, str] = {}
+
+    def sha(v: VictimSpec) -> str:
+        if v.source not in shas:
+            shas[v.source] = weights_sha(v)
+        return shas[v.source]
+
+    base = {
+        "format": CELL_FORMAT,
+        "dataset": {"name": plan.data.name, "fingerprint": plan.dataset_hash, "split": b.split},
+        "subset": {"n": len(plan.ids), "seed": b.subset.seed, "sha256": plan.subset_hash},
+        "batch_size": b.batch_size,
+    }
+    cells: list[Cell] = []
+    for seed in b.seeds:
+        for a in b.attacks:
+            cls = a.cls
+            acfg = {
+                "id": a.id,
+                "name": a.name,
+                "knowledge": cls.knowledge.value,
+                "config": a.config_dict(),
+            }
+            if cls.knowledge is Knowledge.QUERY:
+                acfg.update(
+                    budget=a.budget, oracle=a.oracle or getattr(cls, "oracle_mode", "decision")
+                )
+            extra = {}
+            if cls.knowledge in (Knowledge.TRANSFER, Knowledge.NO_BOX):
+                ad = b.attacker_data
+                extra["attacker_data"] = {"n": ad.n, "seed": ad.seed, "sha256": plan.attacker_hash}
+            for t in b.threats_for(a):
+                common = dict(base, attack=acfg, threat=t.to_dict(), seed=seed, **extra)
+                pairs = [(None, v) for v in b.victims]
+                if cls.knowledge is Knowledge.TRANSFER:
+                    pairs = [(s, v) for s in b.surrogates for v in b.victims]
+                for s, v in pairs:
+                    gen_cfg = gen_key = None
+                    if s is not None:
+                        gen_cfg = dict(
+                            common,
+                            kind="transfer-generation",
+                            surrogate={"id": s.id, "weights_sha256": sha(s)},
+                        )
+                        gen_key = sha256_json(gen_cfg)
+                    vcfg = {
+                        "id": v.id,
+                        "weights_sha256": sha(v),
+                        "defense": v.defense,
+                        "defense_params": [list(p) for p in v.defense_params],
+                    }
+                    cfg = dict(
+                        common, victim=vcfg, surrogate=gen_cfg["surrogate"] if gen_cfg else None
+                    )
+                    cells.append(
+                        Cell(
+                            sha256_json(cfg), v, a, cls.knowledge, t, seed, s, cfg, gen_key, gen_cfg
+                        )
+                    )
+    return cells
