@@ -204,12 +204,14 @@ class Ensemble(Attack):
     "Delving into transferable adversarial examples and black-box attacks", ICLR 2017 (ensembles);
     Dong et al., CVPR 2018 (logit fusion, with momentum). With one surrogate it equals MI-FGSM. A
     weights tuple whose length differs from the number of surrogates raises ConfigError at run time.
+    ``ensemble = True``: in a benchmark it receives every declared surrogate in one generation.
     """
 
     knowledge = Knowledge.TRANSFER
     norms = ("linf", "l2")
     randomized = False
     supports_targeted = True
+    ensemble = True
     Config = EnsembleConfig
 
     def run(
@@ -468,6 +470,7 @@ class SVRE(Attack):
     norms = ("linf", "l2")
     randomized = True
     supports_targeted = True
+    ensemble = True
     Config = SVREConfig
 
     def run(

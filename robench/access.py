@@ -83,8 +83,11 @@ class QueryOracle:
     """Black-box access to a model: labels (``mode='decision'``) or softmax scores (``'score'``).
 
     Every call counts one query for each sample it is asked about (``index`` selects which samples of
-    the attacked batch the rows belong to); a call that would take any sample past ``budget`` raises
-    :class:`QueryBudgetExceeded` and answers nothing.
+    the attacked batch the rows belong to: integers in ``[0, batch_size)``); a call that would take
+    any sample past ``budget``, or the batch past ``budget × batch_size`` queries in all, raises
+    :class:`QueryBudgetExceeded` and answers nothing. In a benchmark the oracle lives in the harness
+    process; the attack's worker holds only a proxy (:class:`robench.run.worker.RemoteOracle`), so
+    ``mode``, ``budget`` and the counters are out of its reach.
     """
 
     def __init__(
@@ -102,12 +105,22 @@ class QueryOracle:
     def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         if index is None:
             index = torch.arange(x.shape[0])
+        if index.dtype not in (torch.int64, torch.int32) or index.dim() != 1:
+            raise ConfigError(
+                f"expected a 1-D integer index, got {index.dtype} of shape {tuple(index.shape)} in QueryOracle call"
+            )
         if index.numel() != x.shape[0]:
             raise ConfigError(
                 f"expected {x.shape[0]} indices, got {index.numel()} in QueryOracle call"
             )
-        counts = torch.bincount(index, minlength=self.queries.numel())
-        if bool(((self.queries + counts) > self.budget).any()):
+        n = self.queries.numel()
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+            raise ConfigError(
+                f"expected indices in [0, {n}), got [{int(index.min())}, {int(index.max())}] in QueryOracle call"
+            )
+        counts = torch.bincount(index.long().cpu(), minlength=n)
+        total = int(self.queries.sum()) + int(counts.sum())
+        if bool(((self.queries + counts) > self.budget).any()) or total > self.budget * n:
             raise QueryBudgetExceeded(
                 f"expected at most {self.budget} queries per sample, got a request past the budget"
             )

@@ -1,8 +1,11 @@
 """The attack protocol: one base class, one method to write, a final ``__call__``.
 
 An attack declares, as class attributes, its knowledge level, the norms it supports, whether it is
-randomised and whether it supports targeted mode; its hyper-parameters are a frozen dataclass
-``Config`` carrying the paper's defaults. Subclasses write only ``run``::
+randomised (``randomized = False`` is a promise: the output does not depend on the generator, and the
+harness spot-checks it), whether it supports targeted mode and, for transfer attacks, whether it is
+an ``ensemble`` attack (it then receives every surrogate the benchmark declares in one generation;
+otherwise one generation per surrogate); its hyper-parameters are a frozen dataclass ``Config``
+carrying the paper's defaults. Subclasses write only ``run``::
 
     @register_attack("pgd")
     class PGD(Attack):
@@ -55,6 +58,7 @@ class Attack:
     norms: ClassVar[tuple[str, ...]] = ("linf",)
     randomized: ClassVar[bool] = False
     supports_targeted: ClassVar[bool] = False
+    ensemble: ClassVar[bool] = False
     Config: ClassVar[type[AttackConfig]] = AttackConfig
     registry_name: ClassVar[str] = ""
 

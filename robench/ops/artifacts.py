@@ -5,7 +5,7 @@ Cache (:func:`cached_artifacts`)
     ``~/.cache/robench``, overridable per call) in ``posterior/<kind>-<key>.pt`` (tensors only, loaded
     with ``weights_only=True``) plus a ``.json`` with the key's inputs; the key is the sha256 of the
     surrogate's weights (:func:`module_sha256`), the data fingerprint (:func:`tensor_fingerprint`),
-    the build config and a format version. Post-training seeds its own generator from the config, so
+    the build config, the code version (:func:`code_version`) and a format version. Post-training seeds its own generator from the config, so
     an artefact does not depend on the cell seed and is shared by every cell and batch.
 """
 
@@ -50,6 +50,23 @@ def tensor_fingerprint(*tensors: Tensor) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def code_version(*objs: Any) -> str:
+    """sha256 of the source files that define ``objs`` (classes, functions or modules) and of every
+    module of :mod:`robench.ops` (the building blocks they share), so a changed attack, sampler or
+    motion model never reuses an artefact or a cached generation made by the old code."""
+    import inspect
+
+    import robench.ops as ops_pkg
+
+    files = {Path(inspect.getfile(o)).resolve() for o in objs}
+    files |= {p.resolve() for p in Path(ops_pkg.__file__).parent.glob("*.py")}
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
     return h.hexdigest()
 
 

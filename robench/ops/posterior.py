@@ -26,16 +26,24 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robench.errors import ConfigError, DataError
-from robench.ops.artifacts import cached_artifacts, module_sha256, tensor_fingerprint
+from robench.ops.artifacts import (
+    cached_artifacts,
+    code_version,
+    module_sha256,
+    tensor_fingerprint,
+)
 from robench.ops.samplers import DiagonalSWAG, SGAdaHMC, flat_gradient, swag_std
 
 
 def posterior_parts(model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: Any) -> dict[str, Any]:
-    """The cache-key inputs of a post-training artefact: surrogate sha256, data fingerprint, config."""
+    """The cache-key inputs of a post-training artefact: surrogate sha256, data fingerprint, the full
+    config and the code version of the machinery that builds it (:func:`~robench.ops.artifacts.code_version`
+    of this module, the samplers and the cache)."""
     return {
         "surrogate": module_sha256(model),
         "data": tensor_fingerprint(train_x, train_y),
         "config": asdict(cfg),
+        "code": code_version(posterior_parts),
     }
 
 

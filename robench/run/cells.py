@@ -46,10 +46,20 @@ class Cell:
     knowledge: Knowledge
     threat: ThreatModel
     seed: int
-    surrogate: VictimSpec | None
+    surrogates: tuple[VictimSpec, ...]
     config: dict[str, Any]
     gen_key: str | None = None
     gen_config: dict[str, Any] | None = None
+
+    @property
+    def surrogate_id(self) -> str | None:
+        """``None`` unless transfer; the surrogate's id, or ``a+b+c`` for an ensemble generation."""
+        return "+".join(s.id for s in self.surrogates) if self.surrogates else None
+
+    @property
+    def diagonal(self) -> bool:
+        """A transfer cell whose victim is (one of) its surrogate(s): white-box in effect."""
+        return any(s.id == self.victim.id for s in self.surrogates)
 
 
 def weights_sha(spec: VictimSpec) -> str:
@@ -97,16 +107,19 @@ def expand_cells(plan: Any) -> list[Cell]:
                 extra["attacker_data"] = {"n": ad.n, "seed": ad.seed, "sha256": plan.attacker_hash}
             for t in b.threats_for(a):
                 common = dict(base, attack=acfg, threat=t.to_dict(), seed=seed, **extra)
-                pairs = [(None, v) for v in b.victims]
+                groups: list[tuple[VictimSpec, ...]] = [()]
                 if cls.knowledge is Knowledge.TRANSFER:
-                    pairs = [(s, v) for s in b.surrogates for v in b.victims]
-                for s, v in pairs:
+                    # an ensemble attack gets every declared surrogate in one generation
+                    groups = [b.surrogates] if cls.ensemble else [(s,) for s in b.surrogates]
+                pairs = [(g, v) for g in groups for v in b.victims]
+                for group, v in pairs:
                     gen_cfg = gen_key = None
-                    if s is not None:
+                    if group:
+                        sur = [{"id": s.id, "weights_sha256": sha(s)} for s in group]
                         gen_cfg = dict(
                             common,
                             kind="transfer-generation",
-                            surrogate={"id": s.id, "weights_sha256": sha(s)},
+                            surrogate=sur[0] if len(sur) == 1 else sur,
                         )
                         gen_key = sha256_json(gen_cfg)
                     vcfg = {
@@ -120,7 +133,16 @@ def expand_cells(plan: Any) -> list[Cell]:
                     )
                     cells.append(
                         Cell(
-                            sha256_json(cfg), v, a, cls.knowledge, t, seed, s, cfg, gen_key, gen_cfg
+                            sha256_json(cfg),
+                            v,
+                            a,
+                            cls.knowledge,
+                            t,
+                            seed,
+                            group,
+                            cfg,
+                            gen_key,
+                            gen_cfg,
                         )
                     )
     return cells

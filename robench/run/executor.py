@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from robench.errors import ConfigError
@@ -37,9 +36,10 @@ def run_benchmark(
 ) -> Store:
     """Run every unfinished cell of ``bench`` into ``DIR/results.sqlite``; returns the open Store.
 
-    ``workers`` > 1 runs the cells in that many processes (transfer cells sharing a generation stay
-    in one process); each process uses ``max(1, cpu_count // workers)`` torch threads. The rows do not
-    depend on the split (each cell's generator is seeded from its own key).
+    Every attack runs in a worker process of its own (:mod:`robench.run.worker`); ``workers`` > 1
+    runs that many cells at a time (transfer cells sharing a generation stay together), each worker
+    with ``max(1, cpu_count // workers)`` torch threads. The rows do not depend on the split (each
+    cell's generator is seeded from its own key).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
@@ -74,7 +74,7 @@ def run_plan(
                 store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
                 bar.update(1)
         else:
-            _run_parallel(plan, todo, workers, str(plan.device), store, run_id, bar)
+            _run_parallel(plan, todo, workers, store, run_id, bar)
     finally:
         bar.close()
     store.finish_run(run_id)
@@ -82,52 +82,29 @@ def run_plan(
 
 
 def _label(cell: Cell) -> str:
-    via = f"<-{cell.surrogate.id}" if cell.surrogate else ""
+    via = f"<-{cell.surrogate_id}" if cell.surrogates else ""
     return f"{cell.victim.key} {cell.attack.id}{via} {cell.threat.name} s{cell.seed}"
 
 
-# ---------------------------------------------------------------------- worker processes
-_WORKER_PLAN: Plan | None = None
-
-
-def _worker_init(bench: Benchmark, out_dir: str, device: str, workers: int) -> None:
-    global _WORKER_PLAN
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    _WORKER_PLAN = prepare(bench, out_dir, device)
-
-
-def _worker_unit(keys: list[str]) -> list[dict[str, Any]]:
-    """Run the cells ``keys`` (one cell, or every cell of one transfer generation) in this worker."""
-    plan = _WORKER_PLAN
-    by_key = {c.key: c for c in plan.cells}
-    out = []
-    for k in keys:
-        rec = plan.run_cell(by_key[k])
-        if rec["samples"] is not None:
-            rec["samples"] = {c: _plain(v) for c, v in rec["samples"].items()}
-        out.append(rec)
-    return out
-
-
-def _plain(v: Any) -> Any:
-    return v.detach().cpu() if isinstance(v, torch.Tensor) else v
-
-
 def _run_parallel(
-    plan: Plan, todo: list[Cell], workers: int, device: str, store: Store, run_id: int, bar: Any
+    plan: Plan, todo: list[Cell], workers: int, store: Store, run_id: int, bar: Any
 ) -> None:
-    """Cells in ``workers`` spawned processes; the parent alone writes the store (one transaction per
-    cell). A transfer generation and its victim cells form one unit so it is generated once."""
-    import multiprocessing as mp
+    """Cells ``workers`` at a time: each unit (one cell, or a transfer generation with its victim
+    cells, so it is generated once) is driven by a thread of this process, whose attack runs in its
+    own worker process with ``max(1, cpu_count // workers)`` torch threads. This process alone
+    writes the store (one transaction per cell), in the main thread."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    units: dict[str, list[str]] = {}
+    units: dict[str, list[Cell]] = {}
     for c in todo:
-        units.setdefault(c.gen_key or c.key, []).append(c.key)
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(
-        workers, initializer=_worker_init, initargs=(plan.bench, str(plan.out_dir), device, workers)
-    ) as pool:
-        for recs in pool.imap_unordered(_worker_unit, list(units.values())):
-            for rec in recs:
+        units.setdefault(c.gen_key or c.key, []).append(c)
+    plan.threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def unit(cells: list[Cell]) -> list[dict[str, Any]]:
+        return [plan.run_cell(c) for c in cells]
+
+    with ThreadPoolExecutor(workers) as pool:
+        for fut in as_completed([pool.submit(unit, u) for u in units.values()]):
+            for rec in fut.result():
                 store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
                 bar.update(1)

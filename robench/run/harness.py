@@ -32,6 +32,7 @@ eligible samples whose input gradient of CE on the clean input is exactly zero).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +41,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robench.access import Knowledge, NoBox, Query, QueryOracle, Transfer, WhiteBox
-from robench.errors import ConfigError, RobenchError, ThreatViolation
+from robench.access import Knowledge, QueryOracle
+from robench.errors import ConfigError, RobenchError
 from robench.io import atomic_write, atomic_write_text
+from robench.ops.artifacts import code_version
 from robench.run.cells import Cell, canonical_json, derive_seed, expand_cells, weights_sha
+from robench.run.judge import (
+    SPOT_SAMPLES,
+    check_stored_norms,
+    compare_spot,
+    judge_batch,
+    refuse_overridden_call,
+)
 from robench.run.metrics import sample_metrics
 from robench.run.spec import Benchmark, VictimSpec, subset_hash
 from robench.run.store import Store
+from robench.run.worker import AttackJob, WorkerError, run_job
 from robench.threat import ThreatModel
 
 _RANDOM_CHECK = 8  # samples forwarded twice to detect a randomised forward pass
@@ -61,7 +71,7 @@ class _Model:
     clean_logits: torch.Tensor
     correct: torch.Tensor  # (n,) bool
     forward_random: int
-    state: dict[str, torch.Tensor]  # a copy of the state dict, to detect attacks editing the model
+    fingerprint: tuple  # :func:`_fingerprint` at load time (verified before every scoring)
     zero_grad: torch.Tensor | None = None  # (n,) bool, lazily
 
 
@@ -81,13 +91,20 @@ class Plan:
     dataset_hash: str
     subset_hash: str
     attacker_hash: str = ""  # sha256 of the attacker's sample ids (transfer / no-box data)
+    nobox_x: torch.Tensor | None = None  # the 'nobox' split's coordinates, no labels
+    threads: int = field(default_factory=torch.get_num_threads)  # torch threads of each worker
     cells: list[Cell] = field(default_factory=list)
     _models: dict[str, _Model] = field(default_factory=dict)
     _x_adv: dict[str, Any] = field(default_factory=dict)  # gen_key -> (x_adv, seconds) | exception
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     # ------------------------------------------------------------------ models
     def model(self, spec: VictimSpec) -> _Model:
         """The loaded model of ``spec`` (eval mode, on the device) with its clean predictions."""
+        with self._lock:
+            return self._load_model(spec)
+
+    def _load_model(self, spec: VictimSpec) -> _Model:
         cache_key = f"{spec.source}|{spec.defense}"
         if cache_key in self._models:
             return self._models[cache_key]
@@ -110,23 +127,18 @@ class Plan:
             probe = self.x[: min(bs, _RANDOM_CHECK)]
             rand = int(not torch.equal(net(probe), net(probe)))
         sha = getattr(net, "weights_sha256", "") or weights_sha(spec)
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        m = _Model(net, sha, logits, logits.argmax(1) == self.y, rand, state)
+        m = _Model(net, sha, logits, logits.argmax(1) == self.y, rand, _fingerprint(net))
         self._models[cache_key] = m
         return m
 
-    @staticmethod
-    def _check_untouched(m: _Model, attack: Any) -> None:
-        """An attack must leave the model it was given as it was (weights, buffers, eval mode); a
-        changed model is restored and the cell is invalid (no faking success by editing weights)."""
-        state = m.model.state_dict()
-        changed = [k for k, v in m.state.items() if not torch.equal(state[k], v)]
-        if changed or m.model.training:
-            m.model.load_state_dict(m.state)
-            m.model.eval()
-            what = f"weight {changed[0]!r}" if changed else "mode (left in training mode)"
-            raise ThreatViolation(
-                f"expected the model unchanged, got its {what} modified by attack {attack.name!r}"
+    def verify_pristine(self, m: _Model) -> None:
+        """The harness's model must be exactly as loaded before it scores anything: every parameter
+        and buffer (non-persistent ones included), no hooks, no instance attribute added or replaced
+        (a patched ``forward``). Plugins never receive it; this guards the guard."""
+        if _fingerprint(m.model) != m.fingerprint:
+            raise RuntimeError(
+                f"the harness's pristine copy of {m.sha[:12]} changed (hooks, buffers, attributes or "
+                "weights); refusing to score with it"
             )
 
     def zero_grad(self, m: _Model) -> torch.Tensor:
@@ -161,7 +173,7 @@ class Plan:
             "defense": cell.victim.defense,
             "attack": cell.attack.id,
             "knowledge": cell.knowledge.value,
-            "surrogate": cell.surrogate.id if cell.surrogate else None,
+            "surrogate": cell.surrogate_id,
             "threat": cell.threat.name,
             "norm": cell.threat.norm,
             "eps": cell.threat.eps,
@@ -177,6 +189,8 @@ class Plan:
             row.update(extra, status="ok", error=None)
         except RobenchError as e:
             row.update(status="invalid", error=_one_line(e))
+        except WorkerError as e:  # the attack crashed or its worker died
+            row.update(status="error", error=_one_line(e))
         except Exception as e:  # noqa: BLE001 - recorded, the run goes on
             row.update(status="error", error=f"{type(e).__name__}: {_one_line(e)}")
         row["seconds"] = time.perf_counter() - t0 + row.pop("_gen_share", 0.0)
@@ -185,31 +199,35 @@ class Plan:
     def _attack_cell(self, cell: Cell) -> tuple[dict[str, Any], dict[str, Any]]:
         vic = self.model(cell.victim)
         attack = cell.attack.build()
+        refuse_overridden_call(type(attack))
         n, k = len(self.ids), vic.clean_logits.shape[1]
         targeted = bool(getattr(attack.config, "targeted", False))
         target = self._targets(cell, k) if targeted else None
         extra: dict[str, Any] = {"forward_random": vic.forward_random, "zero_grad_frac": None}
         queries = None
         if cell.knowledge is Knowledge.TRANSFER:
-            sur = self.model(cell.surrogate)
-            x_adv_e, gen_s = self._transfer_examples(cell, attack, sur, target)
+            surs = [self.model(s) for s in cell.surrogates]
+            x_adv_e, gen_s = self._transfer_examples(cell, attack, surs, target)
             extra["_gen_share"] = gen_s / max(1, len(self.bench.victims))
-            attacked = sur.correct.nonzero().flatten()
-            eligible = sur.correct & vic.correct
+            sur_correct = _all_correct(surs)
+            attacked = sur_correct.nonzero().flatten()
+            eligible = sur_correct & vic.correct
         else:
             attacked = vic.correct.nonzero().flatten()
             eligible = vic.correct
-            gen = torch.Generator(device=self.device).manual_seed(derive_seed(cell.seed, cell.key))
             if cell.knowledge is Knowledge.WHITE_BOX:
                 zg = self.zero_grad(vic)[eligible]
                 extra["zero_grad_frac"] = float(zg.float().mean()) if zg.numel() else 0.0
-            x_adv_e, q = self._run_attack(cell, attack, vic, attacked, target, gen)
+            x_adv_e, q = self._run_attack(
+                cell, attack, [vic], attacked, target, derive_seed(cell.seed, cell.key)
+            )
             self._save_examples(cell.key, attacked, x_adv_e)
             if q is not None:
                 queries = torch.zeros(n, dtype=torch.int64)
                 queries[attacked.cpu()] = q
         x_adv = self.x.clone()
-        x_adv[attacked] = x_adv_e
+        x_adv[attacked] = x_adv_e.to(self.device)
+        self.verify_pristine(vic)
         logits_adv = vic.clean_logits.clone()
         bs = self.bench.batch_size
         with torch.inference_mode():
@@ -226,6 +244,7 @@ class Plan:
             self.data.unit,
             queries,
         )
+        check_stored_norms(cell.threat, cols, attacked)
         goal = cols["adv_pred"] == target if targeted else cols["adv_pred"] != self.y
         tgt = target if targeted else torch.full((n,), -1, dtype=torch.int64, device=self.y.device)
         samples = {
@@ -267,49 +286,79 @@ class Plan:
         shift = torch.randint(1, k, (len(self.ids),), generator=g).to(self.y.device)
         return (self.y + shift) % k
 
+    def _job(self, cell: Cell, attack: Any, models: list[_Model], idxs: list, target, seed: int):
+        """The worker job of ``cell``: batches ``idxs`` and exactly the cell's grant."""
+        batches = [
+            (self.x[i].cpu(), self.y[i].cpu(), target[i].cpu() if target is not None else None)
+            for i in idxs
+        ]
+        job = AttackJob(
+            attack_cls=type(attack),
+            attack_config=attack.config,
+            knowledge=cell.knowledge.value,
+            threat=cell.threat,
+            seed=seed,
+            device=str(self.device),
+            batches=batches,
+            threads=self.threads,
+        )
+        if cell.knowledge in (Knowledge.WHITE_BOX, Knowledge.TRANSFER):
+            job.models = [m.model for m in models]
+        if cell.knowledge is Knowledge.TRANSFER:
+            job.surrogate_ids = tuple(s.id for s in cell.surrogates)
+            job.train_x, job.train_y = self.train_x, self.train_y
+        if cell.knowledge is Knowledge.QUERY:
+            job.query = [(cell.attack.budget, self._oracle_mode(cell, attack))] * len(idxs)
+        if cell.knowledge is Knowledge.NO_BOX:
+            if self.nobox_x is None:
+                raise ConfigError(
+                    f"expected a 'nobox' split (unlabelled clips disjoint from every victim's training data) "
+                    f"for no-box attack {cell.attack.id!r}, got none in the data set"
+                )
+            job.data = self.nobox_x
+        return job
+
+    @staticmethod
+    def _oracle_mode(cell: Cell, attack: Any) -> str:
+        return cell.attack.oracle or getattr(type(attack), "oracle_mode", "decision")
+
+    def _oracles(self, cell: Cell, attack: Any, model: _Model, idxs: list) -> list[QueryOracle]:
+        """One oracle per batch, owned here: the worker only ever holds a proxy."""
+        mode = self._oracle_mode(cell, attack)
+        return [QueryOracle(model.model, len(i), cell.attack.budget, mode) for i in idxs]
+
     def _run_attack(
-        self, cell, attack, m: _Model, attacked, target, gen
+        self, cell: Cell, attack: Any, models: list[_Model], attacked, target, seed: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Batches of the attacked samples through ``Attack.__call__`` with the cell's access object."""
+        """The attacked samples, in batches, through an attack worker holding only the cell's grant;
+        every returned batch judged here (:mod:`robench.run.judge`)."""
         bs = self.bench.batch_size
-        net = m.model
-        outs, queries = [], []
-        for i in range(0, attacked.numel(), bs):
-            idx = attacked[i : i + bs]
-            xb, yb = self.x[idx], self.y[idx]
-            tb = target[idx] if target is not None else None
-            oracle = None
-            if cell.knowledge is Knowledge.WHITE_BOX:
-                access = WhiteBox(net)
-            elif cell.knowledge is Knowledge.QUERY:
-                mode = cell.attack.oracle or getattr(type(attack), "oracle_mode", "decision")
-                oracle = QueryOracle(
-                    net, batch_size=idx.numel(), budget=cell.attack.budget, mode=mode
-                )
-                access = Query(oracle)
-            elif cell.knowledge is Knowledge.NO_BOX:
-                if self.train_x is None:
-                    raise ConfigError(
-                        f"expected a 'train' split for no-box attack {cell.attack.id!r}, got none in the data set"
-                    )
-                access = NoBox(self.train_x)
-            else:  # transfer: net is the surrogate
-                access = Transfer(
-                    [net], self.train_x, self.train_y, surrogate_ids=(cell.surrogate.id,)
-                )
-            try:
-                outs.append(attack(access, xb, yb, cell.threat, gen, tb))
-            finally:
-                self._check_untouched(m, attack)
-            if oracle is not None:
-                queries.append(oracle.queries.clone())
-        x_adv = torch.cat(outs) if outs else self.x[:0]
-        if cell.knowledge is not Knowledge.QUERY:
+        idxs = [attacked[i : i + bs] for i in range(0, attacked.numel(), bs)]
+        query = cell.knowledge is Knowledge.QUERY
+        oracles = self._oracles(cell, attack, models[0], idxs) if query else None
+        outs = run_job(self._job(cell, attack, models, idxs, target, seed), oracles)
+        outs = [
+            judge_batch(cell.threat, self.x[i], o, attack.name)
+            for i, o in zip(idxs, outs, strict=True)
+        ]
+        if not type(attack).randomized and idxs:
+            spot = [idxs[0][:SPOT_SAMPLES]]
+            a, b = (
+                run_job(
+                    self._job(cell, attack, models, spot, target, s),
+                    self._oracles(cell, attack, models[0], spot) if query else None,
+                )[0]
+                for s in (seed, derive_seed(seed, "spot-check"))
+            )
+            compare_spot(a, b, attack.name)
+        x_adv = torch.cat(outs) if outs else self.x[:0].cpu()
+        if not query:
             return x_adv, None
-        return x_adv, torch.cat(queries).cpu() if queries else torch.zeros(0, dtype=torch.int64)
+        counts = [o.queries.clone() for o in oracles]
+        return x_adv, torch.cat(counts) if counts else torch.zeros(0, dtype=torch.int64)
 
     def _transfer_examples(
-        self, cell: Cell, attack, sur: _Model, target
+        self, cell: Cell, attack, surs: list[_Model], target
     ) -> tuple[torch.Tensor, float]:
         """x_adv of the surrogate-eligible samples: memory, then DIR/cache, else generate and cache."""
         key = cell.gen_key
@@ -320,38 +369,91 @@ class Plan:
             ):  # the generation failed: same verdict for every victim
                 raise got
             return got
-        attacked = sur.correct.nonzero().flatten()
+        attacked = _all_correct(surs).nonzero().flatten()
+        ids = [self.ids[i] for i in attacked.tolist()]
         path = self.out_dir / "cache" / f"transfer-{key}.pt"
-        got = _load_cache(
-            path, [self.ids[i] for i in attacked.tolist()], cell.threat, self.x[attacked]
-        )
+        code = code_version(type(attack))
+        got = _load_cache(path, ids, cell.threat, self.x[attacked], code)
         if got is None:
             t0 = time.perf_counter()
-            gen = torch.Generator(device=self.device).manual_seed(derive_seed(cell.seed, key))
             try:
-                x_adv, _ = self._run_attack(cell, attack, sur, attacked, target, gen)
+                x_adv, _ = self._run_attack(
+                    cell, attack, surs, attacked, target, derive_seed(cell.seed, key)
+                )
             except Exception as e:
-                self._x_adv = {key: e}
+                self._remember(key, e)
                 raise
             secs = time.perf_counter() - t0
             payload = {
                 "x_adv": x_adv.detach().cpu(),
-                "ids": [self.ids[i] for i in attacked.tolist()],
+                "ids": ids,
                 "config": canonical_json(cell.gen_config),
+                "code": code,
                 "seconds": secs,
             }
             atomic_write(path, lambda p: torch.save(payload, p))
             got = (x_adv.to(self.device), secs)
         else:
             got = (got[0].to(self.device), got[1])
-        self._x_adv = {key: got}  # keep one generation in memory
+        self._remember(key, got)
         return got
+
+    def _remember(self, key: str, got: Any) -> None:
+        """Keep the last few generations in memory (one per concurrently running unit)."""
+        self._x_adv[key] = got
+        while len(self._x_adv) > 4:
+            self._x_adv.pop(next(iter(self._x_adv)))
+
+
+def _fingerprint(model: torch.nn.Module) -> tuple:
+    """Everything of a module an attack could tamper with to fake a prediction: its class, the
+    instance attributes of every submodule (keys and object identities, hooks dicts included, so a
+    replaced ``forward`` or a registered hook shows), and the bytes of every parameter and buffer."""
+    mods = []
+    for name, mod in model.named_modules():
+        attrs = tuple(
+            sorted(
+                (k, id(v), len(v) if isinstance(v, dict) and "hook" in k else -1)
+                for k, v in vars(mod).items()
+                if k not in ("_parameters", "_buffers", "_modules", "training")
+            )
+        )
+        mods.append((name, type(mod), mod.training, attrs))
+    tensors = tuple(
+        (n, t.dtype, tuple(t.shape), t.detach().cpu().clone())
+        for n, t in (*model.named_parameters(), *model.named_buffers())
+    )
+    return tuple(mods), _TensorTuple(tensors)
+
+
+class _TensorTuple(tuple):
+    """A tuple of (name, dtype, shape, tensor) compared bit for bit."""
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, tuple)
+            and len(self) == len(other)
+            and all(
+                a[:3] == b[:3] and torch.equal(a[3], b[3]) for a, b in zip(self, other, strict=True)
+            )
+        )
+
+    __hash__ = tuple.__hash__
+
+
+def _all_correct(models: list[_Model]) -> torch.Tensor:
+    """(n,) bool: every model of ``models`` classifies the sample correctly."""
+    out = models[0].correct.clone()
+    for m in models[1:]:
+        out &= m.correct
+    return out
 
 
 def _load_cache(
-    path: Path, ids: list[str], threat: ThreatModel, x: torch.Tensor
+    path: Path, ids: list[str], threat: ThreatModel, x: torch.Tensor, code: str
 ) -> tuple[torch.Tensor, float] | None:
-    """A cached generation if it exists, matches the ids and passes the threat check again."""
+    """A cached generation if it exists, was made by the same code (``code_version`` of the attack's
+    module and the shared ops), matches the ids and passes the threat check again."""
     if not path.exists():
         return None
     try:
@@ -360,6 +462,8 @@ def _load_cache(
         return None
     xa = d.get("x_adv") if isinstance(d, dict) else None
     if not isinstance(xa, torch.Tensor) or d.get("ids") != ids or xa.shape != x.shape:
+        return None
+    if d.get("code") != code:
         return None
     if threat.check(x.cpu(), xa):
         return None
@@ -411,6 +515,7 @@ def prepare(bench: Benchmark, out_dir: str | Path, device: str | torch.device = 
         dataset_hash=data.fingerprint(),
         subset_hash=shash,
         attacker_hash=subset_hash(train.ids) if train is not None else "",
+        nobox_x=data.get_split("nobox").x.to(dev) if "nobox" in set(data.split or ()) else None,
     )
     plan.cells = expand_cells(plan)
     return plan

@@ -1,0 +1,79 @@
+"""The harness's verdict on what an attack worker returned: the last judge of every cell.
+
+Runs in the harness process with the harness's own objects (its threat model, its clean batch),
+which no plugin can reach (:mod:`robench.run.worker`). A returned batch is accepted only if
+
+- it is a plain ``torch.Tensor`` (no subclass) of the clean batch's shape and dtype, finite;
+- the harness's :meth:`~robench.threat.ThreatModel.check` finds no violation;
+- and, after scoring, the stored per-sample L∞ / L2 of the threat's norm is within ε (with the
+  check's tolerance): a second, independent reading of the same bound from the stored numbers.
+
+An attack class that overrides the final ``Attack.__call__`` is refused before it runs, and an
+attack that declares ``randomized = False`` is spot-checked: the first samples of its first batch
+are attacked twice, in two fresh workers, under two different generator seeds, and must come back
+bit for bit identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from robench.errors import ThreatViolation
+from robench.threat import ABS_TOL, REL_TOL
+
+SPOT_SAMPLES = 2  # samples of the determinism spot check
+
+
+def refuse_overridden_call(cls: type) -> None:
+    """``Attack.__call__`` is final: a class that overrides it is refused (the worker never calls a
+    class's own ``__call__``, but the declaration is a lie about its checks)."""
+    from robench.attack import Attack
+
+    if cls.__call__ is not Attack.__call__:
+        raise ThreatViolation(
+            f"expected the final Attack.__call__, got it overridden by attack class {cls.__qualname__!r}"
+        )
+
+
+def judge_batch(threat: Any, x: torch.Tensor, x_adv: Any, name: str) -> torch.Tensor:
+    """``x_adv`` if it is a plain tensor inside ``threat`` around ``x``; else ThreatViolation."""
+    if type(x_adv) is not torch.Tensor:
+        raise ThreatViolation(
+            f"expected a plain torch.Tensor from attack {name!r}, got {type(x_adv).__name__}"
+        )
+    if x_adv.shape != x.shape or x_adv.dtype != x.dtype:
+        raise ThreatViolation(
+            f"expected x_adv of shape {tuple(x.shape)} and dtype {x.dtype}, got "
+            f"{tuple(x_adv.shape)} {x_adv.dtype} from attack {name!r}"
+        )
+    violations = threat.check(x.detach().cpu(), x_adv)
+    if violations:
+        raise ThreatViolation(
+            f"attack {name!r} left the threat model: " + "; ".join(str(v) for v in violations)
+        )
+    return x_adv
+
+
+def check_stored_norms(threat: Any, cols: dict[str, torch.Tensor], attacked: torch.Tensor) -> None:
+    """The stored per-sample norm of the threat's kind must be within ε (check's tolerance)."""
+    if attacked.numel() == 0:
+        return
+    vals = cols[threat.norm][attacked.to(cols[threat.norm].device)]
+    limit = threat.eps * (1 + REL_TOL) + ABS_TOL
+    worst = float(vals.max())
+    if not worst <= limit:
+        raise ThreatViolation(
+            f"expected stored {threat.norm} <= eps {threat.eps:.6g}, got {worst:.6g} in the cell's sample rows"
+        )
+
+
+def compare_spot(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
+    """Two runs of a deterministic attack under different generator seeds must agree bit for bit."""
+    if not torch.equal(a, b):
+        diff = float((a - b).abs().max())
+        raise ThreatViolation(
+            f"expected identical examples under another generator seed (attack {name!r} declares "
+            f"randomized=False), got a max difference of {diff:.3g}"
+        )
