@@ -16,7 +16,7 @@ import yaml
 from robench.access import Knowledge, NoBox, Query, Transfer
 from robench.attack import ATTACKS, Attack, AttackConfig
 from robench.data import open_dataset
-from robench.errors import ConfigError
+from robench.errors import ConfigError, DataError
 from robench.run.benchmark import load_benchmark
 from robench.run.executor import run_benchmark
 from robench.run.harness import benchmark_frame, resolve_device
@@ -123,6 +123,7 @@ class CountingTransfer(Attack):
 
     knowledge = Knowledge.TRANSFER
     Config = _CountCfg
+
     def run(self, access, x, y, threat, generator, target):
         assert isinstance(access, Transfer)
         with open(self.config.log, "a") as f:
@@ -221,6 +222,10 @@ def test_rerun_finishes_from_the_store_and_config_change_is_not_reused(tmp_path,
     p = write_bench(tmp_path, victims, [{"name": "bim", "params": {"steps": 2}}])
     store = run_benchmark(load_benchmark(p), tmp_path / "r", progress=False)
     first = rows(tmp_path / "r")
+    # while a Store on the folder is open, a second run into it is refused, not interleaved
+    with pytest.raises(DataError, match="locked"):
+        run_benchmark(load_benchmark(p), tmp_path / "r", progress=False)
+    store.close()
     store = run_benchmark(load_benchmark(p), tmp_path / "r", progress=False)
     assert rows(tmp_path / "r") == first and store.runs()["run_id"].tolist() == [1, 2]
     assert set(store.cells()["run_id"]) == {1}  # nothing ran again
@@ -228,6 +233,7 @@ def test_rerun_finishes_from_the_store_and_config_change_is_not_reused(tmp_path,
         tmp_path, victims, [{"name": "bim", "params": {"steps": 3}}], name="tiny2.yaml"
     )
     b2 = load_benchmark(p2)
+    store.close()
     store = run_benchmark(b2, tmp_path / "r", progress=False)
     cells = store.cells()
     assert len(cells) == 4 and set(cells["run_id"]) == {1, 3}  # new keys, the old rows are stale
@@ -320,6 +326,7 @@ def test_cheating_and_crashing_attacks_are_recorded_not_fatal(tmp_path, victims)
         assert set(store.frame()["attack"]) == ok  # invalid/error rows never reach frame()
         assert set(store.frame(None)["attack"]) == ok  # and they wrote no sample rows
         # error cells are retried by the next run, invalid ones are not
+        store.close()
         store = run_benchmark(load_benchmark(p), tmp_path / "c", progress=False)
         c2 = store.cells().set_index("attack")
         assert c2.loc["test-crash", "run_id"] == 2 and c2.loc["test-cheat", "run_id"] == 1

@@ -54,30 +54,36 @@ def run_plan(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
     bench = plan.bench
-    write_meta(plan)
     store = Store(plan.out_dir)
-    todo = pending(plan, store)
-    run_id = store.begin_run(bench.id, sys.argv if argv is None else argv)
-    bar = tqdm(
-        total=len(plan.cells),
-        initial=len(plan.cells) - len(todo),
-        desc=f"robench {bench.id}",
-        unit="cell",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
     try:
-        if workers == 1 or len(todo) <= 1:
-            for cell in todo:
-                bar.set_postfix_str(_label(cell), refresh=False)
-                rec = plan.run_cell(cell)
-                store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
-                bar.update(1)
-        else:
-            _run_parallel(plan, todo, workers, store, run_id, bar)
-    finally:
-        bar.close()
-    store.finish_run(run_id)
+        # held exclusively while cells run: this process is the store's only reader and writer
+        with store.exclusive():
+            write_meta(plan)
+            todo = pending(plan, store)
+            run_id = store.begin_run(bench.id, sys.argv if argv is None else argv)
+            bar = tqdm(
+                total=len(plan.cells),
+                initial=len(plan.cells) - len(todo),
+                desc=f"robench {bench.id}",
+                unit="cell",
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+            try:
+                if workers == 1 or len(todo) <= 1:
+                    for cell in todo:
+                        bar.set_postfix_str(_label(cell), refresh=False)
+                        rec = plan.run_cell(cell)
+                        store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
+                        bar.update(1)
+                else:
+                    _run_parallel(plan, todo, workers, store, run_id, bar)
+                store.finish_run(run_id)
+            finally:
+                bar.close()
+    except BaseException:
+        store.close()
+        raise
     return store
 
 

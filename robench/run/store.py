@@ -18,12 +18,13 @@ last, so a killed run never leaves a half cell: either the cell and all its rows
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import pandas as pd
 from robench.errors import ConfigError, DataError
 
 FILENAME = "results.sqlite"
+LOCK_WAIT_S = 5.0  # how long opening or locking waits for another process
 STATUSES = ("ok", "invalid", "error")
 
 CELL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -107,6 +109,15 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def _open_error(e: sqlite3.DatabaseError, p: Path) -> DataError:
+    if "locked" in str(e):
+        return DataError(
+            f"expected no other open connection to {p}, got it locked (another run into the same "
+            "folder is in progress, or a Store on it is still open: wait, close it or pass another --out)"
+        )
+    return DataError(f"expected a robench results database, got {e} in {p}")
+
+
 class Store:
     """Open (creating if needed) the store at ``path``: a results folder or a ``.sqlite`` file."""
 
@@ -118,17 +129,36 @@ class Store:
         self.path = p
         self.dir = p.parent
         try:
-            self._con = sqlite3.connect(str(p), timeout=60.0, isolation_level=None)
+            self._con = sqlite3.connect(str(p), timeout=LOCK_WAIT_S, isolation_level=None)
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
-            self._con.execute("PRAGMA busy_timeout=60000")
+            self._con.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
             self._con.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise DataError(f"expected a robench results database, got {e} in {p}") from None
+            raise _open_error(e, p) from None
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         self._con.close()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[Store]:
+        """Hold the database exclusively (SQLite ``locking_mode=EXCLUSIVE``) for the duration: no
+        other process can read or write it, so during a run the harness is its only writer (an
+        attack worker that found the file could not open it) and a second run into the same folder
+        is refused with a one-line error."""
+        try:
+            self._con.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self._con.execute("BEGIN EXCLUSIVE")
+            self._con.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            self._con.execute("PRAGMA locking_mode=NORMAL")
+            raise _open_error(e, self.path) from None
+        try:
+            yield self
+        finally:
+            self._con.execute("PRAGMA locking_mode=NORMAL")
+            self._con.execute("SELECT 1 FROM runs LIMIT 1").fetchall()  # releases the lock
 
     def __enter__(self) -> Store:
         return self
