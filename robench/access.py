@@ -5,7 +5,8 @@
   victim object is never passed.
 - :class:`Query` holds a :class:`QueryOracle` that returns labels (decision-based) or scores
   (score-based), counts queries per sample and refuses past the budget.
-- :class:`NoBox` holds only unlabelled data disjoint from the victims' training data.
+- :class:`NoBox` holds only unlabelled data disjoint from the victims' training data (in a benchmark:
+  the data set's ``nobox`` split; the attacked batch's labels are withheld too, ``y`` is all -1).
 
 Asking an access object for something its level does not grant (``transfer.victim``) raises an
 :class:`~robench.errors.AccessError` naming the level that would grant it.

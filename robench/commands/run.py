@@ -29,11 +29,24 @@ def _board(store: Any, plan: Any) -> dict[str, Any]:
     return board
 
 
+def _counts(store: Any, plan: Any) -> dict[str, int]:
+    st = store.cell_status({c.key for c in plan.cells})
+    return {s: sum(1 for v in st.values() if v == s) for s in ("ok", "invalid", "error")}
+
+
 def _status_line(store: Any, plan: Any) -> str:
-    keys = {c.key for c in plan.cells}
-    st = store.cell_status(keys)
-    counts = {s: sum(1 for v in st.values() if v == s) for s in ("ok", "invalid", "error")}
+    counts = _counts(store, plan)
     return f"{len(plan.cells)} cells: {counts['ok']} ok, {counts['invalid']} invalid, {counts['error']} error"
+
+
+def _broken(counts: dict[str, int]) -> str | None:
+    """Why the run must not pass as a success: an ``error`` cell (an attack crashed or its worker
+    died or exited), or no ``ok`` cell at all."""
+    if counts["error"]:
+        return f"{counts['error']} cell(s) ended in error (see `robench results DIR`)"
+    if not counts["ok"]:
+        return "no cell finished ok"
+    return None
 
 
 def _run(
@@ -82,10 +95,12 @@ def run_cmd(
     """Run BENCHMARK (a built-in name such as quick/smoke, or a YAML file; default: quick).
 
     Finished cells are read from the store, so a second run (or one after a crash) only runs what is
-    missing. Then the leaderboard is written to --board-out.
+    missing. Then the leaderboard is written to --board-out. Exit 1 when a cell ended in error (an
+    attack crashed, or its worker died or exited) or no cell finished ok.
     """
     bench, store, plan = _run(benchmark, out, workers, device, quiet)
     click.echo(f"{bench.id}: {_status_line(store, plan)} -> {store.path}")
+    broken = _broken(_counts(store, plan))
     if not no_board:
         from robench.report.board import write_board
 
@@ -93,6 +108,9 @@ def run_cmd(
         paths = write_board(_board(store, plan), target)
         click.echo(f"board: {', '.join(str(p) for p in paths)}")
     store.close()
+    if broken:
+        click.echo(f"robench: {broken}", err=True)
+        raise click.exceptions.Exit(1)
 
 
 @click.command("results")
@@ -211,6 +229,7 @@ def regress_cmd(
                 f"expected a baseline board of benchmark {bench.id!r}, got {base_id!r} in option '--baseline'"
             )
         new = _board(store, plan)
+        broken = _broken(_counts(store, plan))
         store.close()
         if tmp is None:
             write_board(new, Path(out) / "board")
@@ -221,7 +240,9 @@ def regress_cmd(
     finally:
         if tmp is not None:
             tmp.cleanup()
-    if report.failed:
+    if broken:
+        click.echo(f"robench: {broken}", err=True)
+    if report.failed or broken:
         raise click.exceptions.Exit(1)
 
 

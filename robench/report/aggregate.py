@@ -20,8 +20,12 @@ score interval (:func:`robench.run.metrics.wilson_interval`):
 - worst case (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
   diverse parameter-free attacks", ICML 2020): a sample counts as robust only if it is clean-correct
   and survives EVERY attack cell of the entry (per-sample worst case, never the minimum of
-  per-attack accuracies); ``worst_case`` uses all attacks, ``worst_case_white_box`` only the
-  white-box ones. Samples missing from some cell of the entry are left out of both (n says so).
+  per-attack accuracies); ``worst_case`` uses all attacks except the *diagonal* transfer cells,
+  ``worst_case_white_box`` only the white-box ones. Samples missing from some cell of the entry are
+  left out of both (n says so);
+- a transfer cell is *diagonal* (``"diagonal": true`` on its attack) when its victim is its
+  surrogate or one of its ensemble's surrogates (``surrogate`` ``a+b+c``): white-box in effect, it
+  is reported but kept out of the worst case and of the ``*-beats-white-box`` flags.
 
 Transfer matrices: for each (threat, transfer attack), surrogate x victim success rate pooled over
 the eligible samples of every seed. Eps curves: for threat models that differ only in eps (same
@@ -133,6 +137,9 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
         .where(df["surrogate"] == "", df["attack"].astype(str) + "<-" + df["surrogate"])
     )
     df["attack_key"] = base
+    df["diagonal"] = [
+        s != "" and v in s.split("+") for v, s in zip(df["victim"], df["surrogate"], strict=True)
+    ]
     cells = df.drop_duplicates("cell_key")[["cell_key", *ENTRY, "attack_key", "seed"]].copy()
     grp = cells.groupby([*ENTRY, "attack_key"], dropna=False)
     seeds = grp["seed"].transform("nunique")
@@ -167,8 +174,8 @@ def _text(df: pd.DataFrame, col: str, default: str) -> pd.Series:
 def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: n, k_robust, n_eligible, k_success, mean stats over success / eligible."""
     g = df.groupby("cell_key", sort=True)
-    out = g[[*ENTRY, "attack", "attack_key", "knowledge", "surrogate", "family", "eps", "seed",
-             "zero_grad_frac", "forward_random", "weights_sha256"]].first()  # fmt: skip
+    out = g[[*ENTRY, "attack", "attack_key", "knowledge", "surrogate", "diagonal", "family", "eps",
+             "seed", "zero_grad_frac", "forward_random", "weights_sha256"]].first()  # fmt: skip
     out["n"] = g.size()
     out["k_robust"] = g["robust"].sum()
     out["n_eligible"] = g["eligible"].sum()
@@ -225,7 +232,7 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
         .groupby(level=ENTRY)
         .agg(k="sum", n="size")
     )
-    worst = _per_sample_worst(df)
+    worst = _per_sample_worst(df[~df["diagonal"]])
     worst_wb = _per_sample_worst(df[df["knowledge"] == WHITE_BOX])
     entries: dict[tuple, dict[str, Any]] = {}
     for key, cg in cells.groupby(ENTRY, sort=True):
@@ -254,6 +261,7 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
                 "attack": c["attack"],
                 "knowledge": c["knowledge"],
                 "surrogate": c["surrogate"] or None,
+                "diagonal": bool(c["diagonal"]),
                 "seed": None if pd.isna(c["seed"]) else int(c["seed"]),
                 "robust_accuracy": proportion(c["k_robust"], c["n"]),
                 "success_rate": proportion(c["k_success"], c["n_eligible"]),
@@ -299,7 +307,7 @@ def _beats_white_box(entry: dict[str, Any]) -> None:
         return
     for ak, a in entry["attacks"].items():
         ra = a["robust_accuracy"]
-        if a["knowledge"] == WHITE_BOX or ra["value"] is None:
+        if a["knowledge"] == WHITE_BOX or a.get("diagonal") or ra["value"] is None:
             continue
         if ra["ci"][1] < wb["value"]:
             _flag(entry, f"{a['knowledge']}-beats-white-box",

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from robench.access import Knowledge, QueryOracle
-from robench.errors import ConfigError, RobenchError
+from robench.errors import ConfigError, RobenchError, ThreatViolation
 from robench.io import atomic_write, atomic_write_text
 from robench.ops.artifacts import code_version
 from robench.run.cells import Cell, canonical_json, derive_seed, expand_cells, weights_sha
@@ -50,6 +50,7 @@ from robench.run.judge import (
     SPOT_SAMPLES,
     check_stored_norms,
     compare_spot,
+    fingerprint,
     judge_batch,
     refuse_overridden_call,
 )
@@ -71,7 +72,9 @@ class _Model:
     clean_logits: torch.Tensor
     correct: torch.Tensor  # (n,) bool
     forward_random: int
-    fingerprint: tuple  # :func:`_fingerprint` at load time (verified before every scoring)
+    fingerprint: (
+        tuple  # :func:`~robench.run.judge.fingerprint` at load time (verified before every scoring)
+    )
     zero_grad: torch.Tensor | None = None  # (n,) bool, lazily
 
 
@@ -127,7 +130,7 @@ class Plan:
             probe = self.x[: min(bs, _RANDOM_CHECK)]
             rand = int(not torch.equal(net(probe), net(probe)))
         sha = getattr(net, "weights_sha256", "") or weights_sha(spec)
-        m = _Model(net, sha, logits, logits.argmax(1) == self.y, rand, _fingerprint(net))
+        m = _Model(net, sha, logits, logits.argmax(1) == self.y, rand, fingerprint(net))
         self._models[cache_key] = m
         return m
 
@@ -135,7 +138,7 @@ class Plan:
         """The harness's model must be exactly as loaded before it scores anything: every parameter
         and buffer (non-persistent ones included), no hooks, no instance attribute added or replaced
         (a patched ``forward``). Plugins never receive it; this guards the guard."""
-        if _fingerprint(m.model) != m.fingerprint:
+        if fingerprint(m.model) != m.fingerprint:
             raise RuntimeError(
                 f"the harness's pristine copy of {m.sha[:12]} changed (hooks, buffers, attributes or "
                 "weights); refusing to score with it"
@@ -288,8 +291,13 @@ class Plan:
 
     def _job(self, cell: Cell, attack: Any, models: list[_Model], idxs: list, target, seed: int):
         """The worker job of ``cell``: batches ``idxs`` and exactly the cell's grant."""
+        nobox = cell.knowledge is Knowledge.NO_BOX
         batches = [
-            (self.x[i].cpu(), self.y[i].cpu(), target[i].cpu() if target is not None else None)
+            (
+                self.x[i].cpu(),
+                torch.full_like(self.y[i].cpu(), -1) if nobox else self.y[i].cpu(),  # no labels
+                target[i].cpu() if target is not None else None,
+            )
             for i in idxs
         ]
         job = AttackJob(
@@ -380,6 +388,7 @@ class Plan:
                 x_adv, _ = self._run_attack(
                     cell, attack, surs, attacked, target, derive_seed(cell.seed, key)
                 )
+                self._refuse_copies(cell, attacked, x_adv, attack.name)
             except Exception as e:
                 self._remember(key, e)
                 raise
@@ -398,47 +407,42 @@ class Plan:
         self._remember(key, got)
         return got
 
+    def _refuse_copies(
+        self, cell: Cell, attacked: torch.Tensor, x_adv: torch.Tensor, name: str
+    ) -> None:
+        """A transfer generation must not contain, bit for bit, the adversarial example of the same
+        clip from a white-box cell on another model (``DIR/cache/adv-*.pt``, kept for ``robench
+        show``): a plugin that found and copied them would otherwise score white-box success as
+        transfer. (White-box cells on a surrogate itself may legitimately coincide.)"""
+        pos = {self.ids[i]: j for j, i in enumerate(attacked.tolist())}
+        moved = (x_adv != self.x[attacked].cpu()).flatten(1).any(1)
+        own = {s.id for s in cell.surrogates}
+        others = [
+            c.key
+            for c in self.cells
+            if c.knowledge is Knowledge.WHITE_BOX and c.victim.id not in own
+        ]
+        for key in others:
+            path = self.out_dir / "cache" / f"adv-{key}.pt"
+            if not path.exists():
+                continue
+            try:
+                d = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - an unreadable example file cannot be copied either
+                continue
+            for sid, xa in zip(d.get("ids", []), d.get("x_adv", []), strict=False):
+                j = pos.get(sid)
+                if j is not None and bool(moved[j]) and torch.equal(x_adv[j], xa):
+                    raise ThreatViolation(
+                        f"expected transfer examples made from the surrogates, got clip {sid!r} "
+                        f"identical to a white-box cell's example ({path.name}) from attack {name!r}"
+                    )
+
     def _remember(self, key: str, got: Any) -> None:
         """Keep the last few generations in memory (one per concurrently running unit)."""
         self._x_adv[key] = got
         while len(self._x_adv) > 4:
             self._x_adv.pop(next(iter(self._x_adv)))
-
-
-def _fingerprint(model: torch.nn.Module) -> tuple:
-    """Everything of a module an attack could tamper with to fake a prediction: its class, the
-    instance attributes of every submodule (keys and object identities, hooks dicts included, so a
-    replaced ``forward`` or a registered hook shows), and the bytes of every parameter and buffer."""
-    mods = []
-    for name, mod in model.named_modules():
-        attrs = tuple(
-            sorted(
-                (k, id(v), len(v) if isinstance(v, dict) and "hook" in k else -1)
-                for k, v in vars(mod).items()
-                if k not in ("_parameters", "_buffers", "_modules", "training")
-            )
-        )
-        mods.append((name, type(mod), mod.training, attrs))
-    tensors = tuple(
-        (n, t.dtype, tuple(t.shape), t.detach().cpu().clone())
-        for n, t in (*model.named_parameters(), *model.named_buffers())
-    )
-    return tuple(mods), _TensorTuple(tensors)
-
-
-class _TensorTuple(tuple):
-    """A tuple of (name, dtype, shape, tensor) compared bit for bit."""
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, tuple)
-            and len(self) == len(other)
-            and all(
-                a[:3] == b[:3] and torch.equal(a[3], b[3]) for a, b in zip(self, other, strict=True)
-            )
-        )
-
-    __hash__ = tuple.__hash__
 
 
 def _all_correct(models: list[_Model]) -> torch.Tensor:

@@ -8,7 +8,8 @@ which no plugin can reach (:mod:`robench.run.worker`). A returned batch is accep
 - and, after scoring, the stored per-sample L∞ / L2 of the threat's norm is within ε (with the
   check's tolerance): a second, independent reading of the same bound from the stored numbers.
 
-An attack class that overrides the final ``Attack.__call__`` is refused before it runs, and an
+The harness's own models are fingerprinted when loaded (:func:`fingerprint`) and verified before
+every scoring. An attack class that overrides the final ``Attack.__call__`` is refused before it runs, and an
 attack that declares ``randomized = False`` is spot-checked: the first samples of its first batch
 are attacked twice, in two fresh workers, under two different generator seeds, and must come back
 bit for bit identical.
@@ -77,3 +78,39 @@ def compare_spot(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
             f"expected identical examples under another generator seed (attack {name!r} declares "
             f"randomized=False), got a max difference of {diff:.3g}"
         )
+
+
+def fingerprint(model: torch.nn.Module) -> tuple:
+    """Everything of a module an attack could tamper with to fake a prediction: its class, the
+    instance attributes of every submodule (keys and object identities, hooks dicts included, so a
+    replaced ``forward`` or a registered hook shows), and the bytes of every parameter and buffer."""
+    mods = []
+    for name, mod in model.named_modules():
+        attrs = tuple(
+            sorted(
+                (k, id(v), len(v) if isinstance(v, dict) and "hook" in k else -1)
+                for k, v in vars(mod).items()
+                if k not in ("_parameters", "_buffers", "_modules", "training")
+            )
+        )
+        mods.append((name, type(mod), mod.training, attrs))
+    tensors = tuple(
+        (n, t.dtype, tuple(t.shape), t.detach().cpu().clone())
+        for n, t in (*model.named_parameters(), *model.named_buffers())
+    )
+    return tuple(mods), TensorTuple(tensors)
+
+
+class TensorTuple(tuple):
+    """A tuple of (name, dtype, shape, tensor) compared bit for bit."""
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, tuple)
+            and len(self) == len(other)
+            and all(
+                a[:3] == b[:3] and torch.equal(a[3], b[3]) for a, b in zip(self, other, strict=True)
+            )
+        )
+
+    __hash__ = tuple.__hash__
