@@ -19,7 +19,7 @@ h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}
 th{background:#f0f0f0;cursor:pointer;user-select:none}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
-td.t,th.t{text-align:left}td small{color:#777}.flag{color:#a40;font-weight:600}
+td.t,th.t{text-align:left}td small{color:#777}.flag{color:#a40;font-weight:600}td.diag{color:#888;font-style:italic}
 .meta{color:#555}.meta code{background:#f4f4f4;padding:0 .2em}
 """
 
@@ -52,9 +52,12 @@ def _td(text: Any, sort: Any = None, cls: str = "", title: str = "") -> str:
     return f"<td{c}{v}{t}>{escape(str(text))}</td>"
 
 
-def _prop_td(p: dict[str, Any] | None) -> str:
+def _prop_td(p: dict[str, Any] | None, diagonal: bool = False) -> str:
     if p is None or p.get("value") is None:
         return _td("—", "")
+    if diagonal:
+        note = "; diagonal: surrogate = victim (white-box in effect), not in the worst case"
+        return _td(fmt_prop(p) + " diag.", p["value"], "diag", title=f"n = {p['n']}{note}")
     return _td(fmt_prop(p), p["value"], title=f"n = {p['n']}")
 
 
@@ -102,7 +105,9 @@ def render_html(board: dict[str, Any], figures: list[str] | tuple[str, ...] = ()
             cells.append(_prop_td(e["clean_accuracy"]))
             for c in cols:
                 a = e["attacks"].get(c)
-                cells.append(_prop_td(a["robust_accuracy"]) if a else _td("—", ""))
+                cells.append(
+                    _prop_td(a["robust_accuracy"], bool(a.get("diagonal"))) if a else _td("—", "")
+                )
             cells.append(_prop_td(e["worst_case"]))
             codes = ", ".join(sorted({f["code"] for f in e["flags"]}))
             msgs = "\n".join(f["message"] for f in e["flags"])
