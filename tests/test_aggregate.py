@@ -286,3 +286,23 @@ def test_proportion_and_bad_frames():
         aggregate(frame(cell_rows("a", "pgd", [0], [1])).drop(columns=["adv_pred"]))
     with pytest.raises(DataError, match="status"):
         aggregate(frame(cell_rows("a", "pgd", [0], [1], status="invalid")))
+
+
+def test_diagonal_transfer_cells_are_labelled_and_kept_out_of_the_worst_case():
+    """Victim v: white-box PGD fools s00; the diagonal transfer cell (surrogate v, also in an
+    ensemble "u+v") fools s01; the off-diagonal transfer from u fools s02. Worst case: robust only
+    to the non-diagonal cells -> s03 and s01 survive: 2/4 (with the diagonal it would be 1/4)."""
+    cc = [1, 1, 1, 1]
+    rows = [
+        cell_rows("wb", "pgd", [1, 0, 0, 0], cc, victim="v"),
+        cell_rows("vv", "mi", [0, 1, 0, 0], cc, knowledge="transfer", surrogate="v", victim="v"),
+        cell_rows(
+            "ens", "ens", [0, 1, 0, 0], cc, knowledge="transfer", surrogate="u+v", victim="v"
+        ),
+        cell_rows("uv", "mi", [0, 0, 1, 0], cc, knowledge="transfer", surrogate="u", victim="v"),
+    ]
+    (e,) = aggregate(frame(*rows))["entries"]
+    assert (e["worst_case"]["value"], e["worst_case"]["n"]) == (0.5, 4)
+    assert e["attacks"]["mi<-v"]["diagonal"] and e["attacks"]["ens<-u+v"]["diagonal"]
+    assert not e["attacks"]["mi<-u"]["diagonal"] and not e["attacks"]["pgd"]["diagonal"]
+    assert e["attacks"]["mi<-v"]["robust_accuracy"]["value"] == 0.75  # still reported

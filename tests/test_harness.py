@@ -378,3 +378,34 @@ def test_worker_processes_give_the_same_rows(tmp_path, victims):
     run_benchmark(b, tmp_path / "two", workers=2, progress=False).close()
     assert rows(tmp_path / "one") == rows(tmp_path / "two")
     assert len(rows(tmp_path / "two")[0]) == 2 * 2 + 2 * 2
+
+
+class EnsembleLogger(CountingTransfer):
+    """An ensemble attack: must receive every declared surrogate in ONE generation."""
+
+    ensemble = True
+
+
+def test_ensemble_attacks_receive_every_surrogate_in_one_generation(tmp_path, victims):
+    log = tmp_path / "calls.log"
+    with registered("test-ensemble", EnsembleLogger):
+        spec = {"name": "test-ensemble", "params": {"log": str(log)}}
+        store = run_benchmark(
+            load_benchmark(write_bench(tmp_path, victims, [spec, "ensemble"])),
+            tmp_path / "e",
+            progress=False,
+        )
+        # one generation with both surrogates (+ 2 spot-check runs), evaluated on both victims
+        assert calls(log) == ["v0+v1"] * 3
+        cells = store.cells()
+        assert set(cells["status"]) == {"ok"}
+        assert sorted(cells["surrogate"]) == ["v0+v1"] * 4
+        # the built-in ensemble and svre declare it
+        assert ATTACKS.get("ensemble").ensemble and ATTACKS.get("svre").ensemble
+        assert not ATTACKS.get("transfer-mifgsm").ensemble
+        f = store.frame()
+        both = f[f["attack"] == "ensemble"].groupby("sample_id")["clean_correct"].all()
+        for _, g in f[f["attack"] == "ensemble"].groupby("victim"):
+            # eligible: every surrogate and the victim correct (here victims = surrogates)
+            assert g["eligible"].tolist() == both.loc[g["sample_id"]].tolist()
+        store.close()
