@@ -18,6 +18,7 @@ from robench.run.cells import Cell
 from robench.run.harness import Plan, prepare, write_meta
 from robench.run.spec import Benchmark
 from robench.run.store import Store
+from robench.run.worker import tune_malloc
 
 
 def pending(plan: Plan, store: Store) -> list[Cell]:
@@ -54,6 +55,7 @@ def run_plan(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
     bench = plan.bench
+    tune_malloc()  # the harness's scoring gets the workers' allocator settings
     store = Store(plan.out_dir)
     try:
         # held exclusively while cells run: this process is the store's only reader and writer

@@ -31,6 +31,7 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,11 +72,54 @@ class AttackJob:
     threads: int = 1
 
 
+# glibc malloc settings: keep freed memory in the heap instead of returning it to the kernel after
+# every tensor, so neither the harness nor a short-lived worker pays page faults for its activations
+# on every iteration (measured on ST-GCN, 29 clips: the first forward+backward of a fresh process
+# 0.61 s with glibc's defaults, 0.39 s with these; later ones 0.33-0.36 s either way).
+_MALLOPT = {
+    -1: (1 << 31) - 1,
+    -2: 512 << 20,
+    -3: 32 << 20,
+}  # M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD
+_WORKER_MALLOC = {
+    "MALLOC_TRIM_THRESHOLD_": str(_MALLOPT[-1]),
+    "MALLOC_TOP_PAD_": str(_MALLOPT[-2]),
+    "MALLOC_MMAP_THRESHOLD_": str(_MALLOPT[-3]),
+}
+
+
+def tune_malloc() -> bool:
+    """Apply the settings above to this process (glibc only; a no-op elsewhere). True if applied."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return all(libc.mallopt(k, v) == 1 for k, v in _MALLOPT.items())
+    except (OSError, AttributeError):
+        return False
+
+
 def _context() -> Any:
     global _CTX
     if _CTX is None:
+        from multiprocessing import forkserver
+
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["robench.run._preload"])
+        saved = {k: os.environ.get(k) for k in _WORKER_MALLOC}
+        os.environ.update({k: saved[k] or v for k, v in _WORKER_MALLOC.items()})
+        try:
+            forkserver.ensure_running()  # started now, with these variables, once per process
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         _CTX = ctx
     return _CTX
 
