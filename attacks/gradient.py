@@ -273,8 +273,8 @@ class PGD(Attack):
             score = _objective(logits, label, c.targeted) + 1e6 * _fooled(logits, label, c.targeted)
             if best is None:
                 best, best_score = x_adv, score
-            else:
-                better = score > best_score
+            else:  # a sample already fooled keeps its first fooling restart
+                better = (score > best_score) & (best_score < 1e6)
                 best = torch.where(_view(better), x_adv, best)
                 best_score = torch.where(better, score, best_score)
         return best
