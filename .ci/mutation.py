@@ -39,28 +39,31 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         "attacks/gradient.py",
         ("_momentum_attack", "_iterate", "_direction", "_l1_normalise", "_mean_abs_normalise",
          "_random_start", "FGSM.run", "BIM.run", "PGD.run", "_TasarIterative.run"),
-        ("tests/test_attacks_whitebox.py", "tests/test_behaviour_whitebox.py"),
+        ("tests/test_attacks_whitebox.py", "tests/test_behaviour_whitebox.py",
+         "tests/test_behaviour_edges.py"),
     ),
     "smart": (
         "attacks/smart.py",
         ("perceptual_loss", "joint_weights", "SMART.run"),
-        ("tests/test_attacks_whitebox.py", "tests/test_behaviour_whitebox.py"),
+        ("tests/test_attacks_whitebox.py", "tests/test_behaviour_whitebox.py",
+         "tests/test_behaviour_edges.py"),
     ),
     "ciasa": (
         "attacks/ciasa.py",
         ("spatial_skeleton_realignment", "bone_cosine_features", "gan_loss", "CIASA.run"),
-        ("tests/test_attacks_whitebox.py", "tests/test_behaviour_whitebox.py"),
+        ("tests/test_attacks_whitebox.py", "tests/test_behaviour_whitebox.py",
+         "tests/test_behaviour_edges.py"),
     ),
     "transfer": (
         "attacks/transfer.py",
         ("TransferIFGSM.run", "TransferMIFGSM.run", "Ensemble.run", "SVRE.run", "DIM.run"),
-        ("tests/test_transfer.py", "tests/test_behaviour_transfer.py"),
+        ("tests/test_transfer.py", "tests/test_behaviour_transfer.py", "tests/test_behaviour_edges.py"),
     ),
     "transfer-ops": (
         "robench/ops/transfer.py",
         ("mean_abs_normalize", "l1_normalize", "attack_objective", "fused_logits",
          "ensemble_objective", "ascent_step", "momentum_iterate", "svre_inner_gradient"),
-        ("tests/test_transfer.py", "tests/test_behaviour_transfer.py"),
+        ("tests/test_transfer.py", "tests/test_behaviour_transfer.py", "tests/test_behaviour_edges.py"),
     ),
     "tasar": (
         "attacks/tasar.py",
@@ -70,7 +73,8 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "samplers": (
         "robench/ops/samplers.py",
         ("flat_gradient", "SGAdaHMC.step", "DiagonalSWAG.update", "swag_std", "swag_sample"),
-        ("tests/test_tasar.py", "tests/test_ba.py", "tests/test_behaviour_transfer.py"),
+        ("tests/test_tasar.py", "tests/test_ba.py", "tests/test_behaviour_transfer.py",
+         "tests/test_behaviour_edges.py"),
     ),
     "aggregate": (
         "robench/report/aggregate.py",

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, final
 import torch
 
 from robench.access import Access, Knowledge
-from robench.config import plugin_config
+from robench.config import Plugin
 from robench.errors import AccessError, ConfigError, DataError, ThreatViolation
 from robench.registry import Registry
 
@@ -51,7 +51,7 @@ class AttackConfig:
     targeted: bool = False
 
 
-class Attack:
+class Attack(Plugin):
     """Base of every attack. Subclasses set the class attributes and implement :meth:`run`."""
 
     knowledge: ClassVar[Knowledge]
@@ -60,7 +60,6 @@ class Attack:
     supports_targeted: ClassVar[bool] = False
     ensemble: ClassVar[bool] = False
     Config: ClassVar[type[AttackConfig]] = AttackConfig
-    registry_name: ClassVar[str] = ""
 
     def __init__(self, config: AttackConfig | None = None, **overrides: Any) -> None:
         cls = type(self)
@@ -72,12 +71,7 @@ class Attack:
             raise ConfigError(
                 f"expected norms within ('linf', 'l2'), got {cls.norms} in {cls.__name__}"
             )
-        config = plugin_config(cls, config, overrides, lambda: f"attack {self.name!r} config")
-        self.config = config
-
-    @property
-    def name(self) -> str:
-        return type(self).registry_name or type(self).__name__
+        self._set_config(config, overrides, "attack")
 
     @final
     def __call__(

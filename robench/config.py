@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from robench.errors import ConfigError
 
@@ -42,3 +42,18 @@ def plugin_config(
             f"expected {owner.Config.__name__}, got {type(config).__name__} in {owner.__name__}"
         )
     return config
+
+
+class Plugin:
+    """What every attack and defense instance shares: its registered name and its config."""
+
+    registry_name: ClassVar[str] = ""
+
+    def _set_config(self, config: Any, overrides: dict[str, Any], kind: str) -> None:
+        self.config = plugin_config(
+            type(self), config, overrides, lambda: f"{kind} {self.name!r} config"
+        )
+
+    @property
+    def name(self) -> str:
+        return type(self).registry_name or type(self).__name__

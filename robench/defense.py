@@ -38,7 +38,7 @@ from typing import Any, ClassVar, final
 import torch
 from torch import nn
 
-from robench.config import plugin_config
+from robench.config import Plugin
 from robench.errors import ConfigError, DataError
 from robench.registry import Registry
 
@@ -64,14 +64,13 @@ class DefenseConfig:
     """Fields every defense config has (none yet); subclasses add theirs with paper defaults."""
 
 
-class Defense:
+class Defense(Plugin):
     """Base of every defense. Subclasses set the class attributes and implement :meth:`defend`."""
 
     kind: ClassVar[DefenseKind]
     randomized: ClassVar[bool] = False
     differentiable: ClassVar[bool] = True
     Config: ClassVar[type[DefenseConfig]] = DefenseConfig
-    registry_name: ClassVar[str] = ""
 
     def __init__(self, config: DefenseConfig | None = None, **overrides: Any) -> None:
         cls = type(self)
@@ -84,12 +83,7 @@ class Defense:
                 raise ConfigError(
                     f"expected class attribute {flag!r} to be a bool, got {getattr(cls, flag)!r} in {cls.__name__}"
                 )
-        config = plugin_config(cls, config, overrides, lambda: f"defense {self.name!r} config")
-        self.config = config
-
-    @property
-    def name(self) -> str:
-        return type(self).registry_name or type(self).__name__
+        self._set_config(config, overrides, "defense")
 
     @final
     def __call__(
