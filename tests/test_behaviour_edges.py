@@ -129,3 +129,25 @@ def test_ensemble_probs_fusion_is_the_nll_of_the_weighted_mean_probability():
     assert torch.allclose(got, expect, atol=1e-6)
     logits = ops.ensemble_objective(models, x, y, None, fusion="logits", weights=(1.0, 3.0))
     assert not torch.allclose(got, logits, atol=1e-4)
+
+
+def test_ciasa_l2_step_is_the_l2_normalised_gradient_then_realignment():
+    """Under an L2 threat (no GAN term: gan_weight 0, d_steps 0) one CIASA step is
+    ``SSR(Π(x + α·g/‖g‖₂))`` with α = alpha_rel·ε (untargeted)."""
+    from test_behaviour_whitebox import CHAIN, SinNet, ce_grad, chain_clip
+
+    from robench.attacks.ciasa import spatial_skeleton_realignment
+
+    x = chain_clip(2, 3, seed=21)
+    y = torch.tensor([0, 2])
+    model = SinNet(x[0].numel(), w=3.0, seed=2)
+    threat = ThreatModel(norm="l2", eps=0.2, topology=CHAIN)
+    atk = create_attack("ciasa", steps=1, alpha_rel=0.5, gan_weight=0.0, d_steps=0, d_hidden=4)
+    got = atk(WhiteBox(model), x, y, threat, gen(0))
+    g = ce_grad(model, x, y)
+    step = g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+    ref = spatial_skeleton_realignment(
+        threat.project(x, x + 0.1 * step), x, CHAIN, threat.allowed_mask(x)
+    )
+    assert torch.allclose(got, ref, rtol=0, atol=1e-12)
+    assert (got - x).abs().max() > 1e-3
