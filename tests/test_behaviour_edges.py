@@ -134,9 +134,8 @@ def test_ensemble_probs_fusion_is_the_nll_of_the_weighted_mean_probability():
 def test_ciasa_l2_step_is_the_l2_normalised_gradient_then_realignment():
     """Under an L2 threat (no GAN term: gan_weight 0, d_steps 0) one CIASA step is
     ``SSR(Π(x + α·g/‖g‖₂))`` with α = alpha_rel·ε (untargeted)."""
-    from test_behaviour_whitebox import CHAIN, SinNet, ce_grad, chain_clip
-
     from robench.attacks.ciasa import spatial_skeleton_realignment
+    from test_behaviour_whitebox import CHAIN, SinNet, ce_grad, chain_clip
 
     x = chain_clip(2, 3, seed=21)
     y = torch.tensor([0, 2])
