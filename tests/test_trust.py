@@ -422,3 +422,21 @@ def test_no_box_without_a_disjoint_split_is_refused(tmp_path, victims):
     assert c["status"] == "invalid" and "'nobox' split" in c["error"]
     assert not log.exists()  # the attack never ran
     store.close()
+
+
+def test_a_replaced_judging_function_in_the_harness_process_stops_every_cell(
+    tmp_path, victims, monkeypatch
+):
+    """As a plugin's import-time code could: the threat check replaced in the harness process."""
+    import robench.threat
+
+    store = run_with(tmp_path, victims[:1], {}, ["fgsm"])  # honest baseline: ok
+    assert set(store.cells()["status"]) == {"ok"}
+    store.close()
+    monkeypatch.setattr(robench.threat.ThreatModel, "check", lambda self, a, b: [])
+    (tmp_path / "b").mkdir()
+    store = run_with(tmp_path / "b", victims[:1], {}, ["fgsm"])
+    c = store.cells().iloc[0]
+    assert c["status"] == "error" and "ThreatModel.check" in c["error"] and "replaced" in c["error"]
+    assert len(store.frame(None)) == 0  # nothing was scored
+    store.close()

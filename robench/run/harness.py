@@ -48,11 +48,14 @@ from robench.ops.artifacts import code_version
 from robench.run.cells import Cell, canonical_json, derive_seed, expand_cells, weights_sha
 from robench.run.judge import (
     SPOT_SAMPLES,
+    HarnessCompromised,
     check_stored_norms,
     compare_spot,
     fingerprint,
     judge_batch,
     refuse_overridden_call,
+    snapshot_guards,
+    verify_guards,
 )
 from robench.run.metrics import sample_metrics
 from robench.run.spec import Benchmark, VictimSpec, subset_hash
@@ -188,11 +191,13 @@ class Plan:
         }
         samples = None
         try:
+            verify_guards(globals())
             samples, extra = self._attack_cell(cell)
+            verify_guards(globals())
             row.update(extra, status="ok", error=None)
         except RobenchError as e:
             row.update(status="invalid", error=_one_line(e))
-        except WorkerError as e:  # the attack crashed or its worker died
+        except (WorkerError, HarnessCompromised) as e:  # the attack crashed or its worker died
             row.update(status="error", error=_one_line(e))
         except Exception as e:  # noqa: BLE001 - recorded, the run goes on
             row.update(status="error", error=f"{type(e).__name__}: {_one_line(e)}")
@@ -577,3 +582,6 @@ def benchmark_frame(store: Store, plan_or_bench: Plan | Benchmark, status: str =
     keys = {c.key for c in plan.cells}
     df = store.frame(status)
     return df[df["cell_key"].isin(keys)].reset_index(drop=True)
+
+
+snapshot_guards(globals())

@@ -9,7 +9,9 @@ which no plugin can reach (:mod:`robench.run.worker`). A returned batch is accep
   check's tolerance): a second, independent reading of the same bound from the stored numbers.
 
 The harness's own models are fingerprinted when loaded (:func:`fingerprint`) and verified before
-every scoring. An attack class that overrides the final ``Attack.__call__`` is refused before it runs, and an
+every scoring. Every cell is also refused when one of the functions the verdict depends on (the threat check, the
+scoring, the store writer, ``torch.equal``/``torch.load``...) was replaced in the harness process
+since the harness was imported (:func:`verify_guards`). An attack class that overrides the final ``Attack.__call__`` is refused before it runs, and an
 attack that declares ``randomized = False`` is spot-checked: the first samples of its first batch
 are attacked twice, in two fresh workers, under two different generator seeds, and must come back
 bit for bit identical.
@@ -25,6 +27,48 @@ from robench.errors import ThreatViolation
 from robench.threat import ABS_TOL, REL_TOL
 
 SPOT_SAMPLES = 2  # samples of the determinism spot check
+
+
+class HarnessCompromised(RuntimeError):
+    """A function the harness judges with was replaced in the harness process (for example by a
+    plugin module's import-time code): nothing it scores can be trusted; the cell is an error."""
+
+
+def _guarded(harness: dict[str, Any]) -> dict[str, Any]:
+    """The functions the verdict depends on, looked up where the harness looks them up
+    (``harness``: the harness module's globals)."""
+    from robench.run.store import Store
+    from robench.threat import ThreatModel
+
+    out = {f"ThreatModel.{k}": getattr(ThreatModel, k) for k in ("check", "allowed_mask", "_norms")}
+    out.update({f"harness.{k}": harness.get(k) for k in (
+        "sample_metrics", "judge_batch", "check_stored_norms", "compare_spot", "fingerprint",
+        "refuse_overridden_call", "run_job")})  # fmt: skip
+    out["Store.write_cell"] = Store.write_cell
+    out.update({f"torch.{k}": getattr(torch, k) for k in ("equal", "load", "isfinite")})
+    out.update({f"judge.{k}": globals()[k] for k in ("judge_batch", "check_stored_norms")})
+    return out
+
+
+_SNAPSHOT: dict[str, Any] = {}
+
+
+def snapshot_guards(harness: dict[str, Any]) -> None:
+    """Record the guarded functions (the harness calls this when it is imported, before any
+    plugin of the registries is loaded by a benchmark)."""
+    if not _SNAPSHOT:
+        _SNAPSHOT.update(_guarded(harness))
+
+
+def verify_guards(harness: dict[str, Any]) -> None:
+    """Raise :class:`HarnessCompromised` naming every guarded function replaced since the snapshot."""
+    now = _guarded(harness)
+    changed = sorted(k for k, v in _SNAPSHOT.items() if now.get(k) is not v)
+    if changed:
+        raise HarnessCompromised(
+            f"expected the harness's own judging functions, got {', '.join(changed)} replaced "
+            "in the harness process (a plugin's import-time code?); refusing to score"
+        )
 
 
 def refuse_overridden_call(cls: type) -> None:
