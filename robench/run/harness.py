@@ -435,13 +435,17 @@ class Plan:
                 d = torch.load(path, map_location="cpu", weights_only=True)
             except Exception:  # noqa: BLE001 - an unreadable example file cannot be copied either
                 continue
-            for sid, xa in zip(d.get("ids", []), d.get("x_adv", []), strict=False):
-                j = pos.get(sid)
-                if j is not None and bool(moved[j]) and torch.equal(x_adv[j], xa):
-                    raise ThreatViolation(
-                        f"expected transfer examples made from the surrogates, got clip {sid!r} "
-                        f"identical to a white-box cell's example ({path.name}) from attack {name!r}"
-                    )
+            got = [(j, pos[s]) for j, s in enumerate(d.get("ids", [])) if s in pos]
+            if not got or not isinstance(d.get("x_adv"), torch.Tensor):
+                continue
+            src, dst = (torch.tensor(v) for v in zip(*got, strict=True))
+            same = (x_adv[dst] == d["x_adv"][src]).flatten(1).all(1) & moved[dst]
+            if bool(same.any()):
+                sid = self.ids[int(attacked[int(dst[same][0])])]
+                raise ThreatViolation(
+                    f"expected transfer examples made from the surrogates, got clip {sid!r} "
+                    f"identical to a white-box cell's example ({path.name}) from attack {name!r}"
+                )
 
     def _remember(self, key: str, got: Any) -> None:
         """Keep the last few generations in memory (one per concurrently running unit)."""

@@ -149,8 +149,8 @@ class RemoteOracle:
     queries, enforces the budget and answers labels (``decision``) or scores (``score``) as the cell
     declares. ``mode`` and ``budget`` are read-only copies for the attack's information."""
 
-    def __init__(self, conn: Any, batch: int, n: int, budget: int, mode: str) -> None:
-        self._conn, self._batch, self._n = conn, batch, n
+    def __init__(self, conn: Any, batch: int, budget: int, mode: str) -> None:
+        self._conn, self._batch = conn, batch
         self._budget, self._mode = budget, mode
 
     @property
@@ -183,7 +183,7 @@ class RemoteOracle:
         return self._budget - self.remaining()
 
 
-def _access(job: AttackJob, conn: Any, i: int, n: int) -> Any:
+def _access(job: AttackJob, conn: Any, i: int) -> Any:
     from robench.access import NoBox, Query, Transfer, WhiteBox
 
     if job.knowledge == "white-box":
@@ -193,7 +193,7 @@ def _access(job: AttackJob, conn: Any, i: int, n: int) -> Any:
     if job.knowledge == "no-box":
         return NoBox(job.data)
     budget, mode = job.query[i]
-    return Query(RemoteOracle(conn, i, n, budget, mode))
+    return Query(RemoteOracle(conn, i, budget, mode))
 
 
 def _reseed_globals() -> None:
@@ -225,7 +225,7 @@ def _worker_main(conn: Any) -> None:  # pragma: no cover - runs in the worker pr
         attack = job.attack_cls(config=job.attack_config)
         gen = torch.Generator(device=job.device).manual_seed(job.seed)
         for i, (xb, yb, tb) in enumerate(job.batches):
-            access = _access(job, conn, i, xb.shape[0])
+            access = _access(job, conn, i)
             x_adv = Attack.__call__(attack, access, xb, yb, job.threat, gen, tb)
             send({"kind": "batch", "i": i, "x_adv": x_adv.detach().cpu()})
         send({"kind": "done"})
