@@ -23,7 +23,7 @@ and untargeted ``x' ← SSR(Π(x' + α·sign ∇_x' [CE(f(x'), y) − λ·L_GAN(
 The returned batch is ``Π(x')``; with a ``preserve_bones`` threat model Π itself keeps bone lengths
 within tolerance, without it the final ε-ball clip can shorten bones that SSR had restored.
 
-Defaults (robench's choice; the paper's exact values are not pinned in ALGORITHMS.md): 100 steps,
+Defaults (robench's choice, not values taken from the paper): 100 steps,
 α = ε/20, λ = 0.1, 2 discriminator steps per iteration (Adam, lr 1e-3 as in the benchmark code),
 discriminator an MLP (hidden 64, LeakyReLU 0.2) on the upper triangle of the B×B cosine matrix.
 Departures: the paper's discriminator is convolutional on the cosine matrix and pre-trained on

@@ -29,7 +29,8 @@ Where this departs from the released code (deliberately):
   forward/backward passes of f per iteration).
 - The motion gradient's base ensemble uses the posterior-mean heads θ̄_k; the release uses the
   heads' stage-1 weights (the same heads before smoothing). The release also adds the raw,
-  un-normalised gradient to its momentum; here the SMI transform normalises first (ALGORITHMS.md).
+  un-normalised gradient to its momentum; here the SMI transform normalises first (``N(g)``, as in
+  the SMI gradient of Lu et al., ICCV 2023).
 - ``smoothing=False`` (ablation): stage 2 runs plain SG-AdaHMC on CE while collecting SWAG.
 - Stage 2 starts from stage 1's last sample; the release restarts it from the stage-1 head of best
   validation accuracy (the attacker's data has no separate validation split here).

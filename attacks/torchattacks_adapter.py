@@ -2,8 +2,7 @@
 
 torchattacks (Kim, arXiv 2010.01950, v3.5.1) clamps every iterate to the image range [0, 1] inside each
 attack's ``forward``, with no switch, and assumes 4-D (N, C, H, W) inputs. Skeleton coordinates are
-neither. The adapter (ALGORITHMS.md, "White-box baselines") maps the batch affinely into the unit
-cube so that the clamp never binds:
+neither. The adapter maps the batch affinely into the unit cube so that the clamp never binds:
 
 - one scalar scale ``s`` for the batch, chosen so that every coordinate of ``x ± ε`` lies strictly
   inside (0, 1) with a margin ``m = 0.05``: ``lo = min x``, ``hi = max x``,

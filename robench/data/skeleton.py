@@ -1,13 +1,15 @@
 """Skeleton topologies and bone geometry for (N, C=3, T, V, M) tensors.
 
 A :class:`Topology` names the joints, fixes a kinematic tree (``parents``, root has -1) and a centre
-joint (used by ST-GCN's spatial partition). Built-ins: ``ntu25`` (Kinect v2, the 1-based edge list
-pinned in ALGORITHMS.md, centre joint 21), ``openpose18`` (Kinetics/OpenPose, centre = neck) and
-``hdm05-25`` (HDM05 as prepared by BEAT, root 10). User topologies load from a small JSON file::
+joint (used by ST-GCN's spatial partition). Built-ins: ``ntu25`` (Kinect v2, the 1-based NTU RGB+D
+edge list of Shahroudy et al., CVPR 2016, centre joint 21), ``openpose18`` (Kinetics/OpenPose,
+centre = neck) and ``hdm05-25`` (HDM05 as prepared by BEAT, root 10). User topologies load from a
+small JSON file::
 
     {"name": "mine", "joint_names": ["a", "b", "c"], "parents": [-1, 0, 1], "center": 0}
 
-Tensors follow DESIGN.md: ``x`` is (N, 3, T, V, M); frames/bodies that are all zero are padding.
+Tensors follow robench's layout: ``x`` is (N, 3, T, V, M); frames/bodies that are all zero are
+padding.
 """
 
 from __future__ import annotations
@@ -248,7 +250,8 @@ def _parents_from_edges(
     return tuple(parents)
 
 
-# The NTU RGB+D (Kinect v2) edge list, 1-based, as pinned in ALGORITHMS.md.
+# The NTU RGB+D (Kinect v2) edge list (Shahroudy et al., CVPR 2016), 1-based: the same
+# ``inward_ori_index`` list as the 2s-AGCN and CTR-GCN graph code.
 NTU25_EDGES = [
     (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
     (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),

@@ -26,8 +26,8 @@ Padding: a (frame, body) slot that is all zero (:func:`robench.data.skeleton.pre
 The AR(2) equation at ``t`` enters a fit only when frames ``t, t-1, t-2`` are all present, the AR(1)
 equation when ``t, t-1`` are; Jacobians are zero wherever a frame they link is absent.
 
-Jacobians (ALGORITHMS.md; the released SMI/TASAR ``ARcal.py``)
---------------------------------------------------------------
+Jacobians (Lu et al., ICCV 2023; the released SMI/TASAR ``ARcal.py``)
+---------------------------------------------------------------------
 ``J1_t = ∂x_{t+1}/∂x_t`` and ``J2_t = ∂x_{t+2}/∂x_t`` under the fitted recursion::
 
     J1_t = a1_{t+1}                       where the AR(2) equation at t+1 exists (t-1 present)

@@ -1,6 +1,6 @@
 """Per-sample metrics of an attacked batch, and the Wilson score interval for rates.
 
-Perceptual statistics (every attack reports them, DESIGN.md "Threat models are checked"), all computed
+Perceptual statistics (every attack reports them, beside the harness's threat-model check), all computed
 in float64 on the exact difference of the stored tensors, batched over the samples:
 
 - ``linf``: ``max |x' - x|`` over all coordinates (data units);
