@@ -1,18 +1,25 @@
-"""Contract tests for every registered victim (parametrised over the registry), plus per-architecture
-checks of ST-GCN's partition, 2s-AGCN's bone stream and CTR-GCN's temporal resize."""
+"""Victims: the contract checks of :mod:`robench.testing` on every registered victim (one test per
+victim and check), the checks catching what they promise on deliberately broken victims, plus
+per-architecture checks of ST-GCN's partition, 2s-AGCN's bone stream and CTR-GCN's temporal resize."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from robench.data.skeleton import get_topology
-from robench.errors import ConfigError, DataError, UnknownNameError
-from robench.victim import VICTIMS, build_victim
+from robench.errors import ConfigError, UnknownNameError
+from robench.testing import VICTIM_CHECKS, ContractError, check_victim, run_victim_check
+from robench.victim import VICTIMS, Victim, VictimConfig, build_victim
 
 TINY = {"width": 8, "depth": 3, "num_classes": 5}
+INVALID = {"width": 0, "depth": 0}  # every built-in victim refuses these, naming the field
 NAMES = VICTIMS.names()
+CHECKS = [name for name, _ in VICTIM_CHECKS]
 
 
 def clip(n: int = 3, t: int = 16, m: int = 2, seed: int = 0) -> torch.Tensor:
@@ -35,83 +42,11 @@ def tiny(name: str, **over: object) -> torch.nn.Module:
     return model.eval()
 
 
+# ------------------------------------------------------------------ the contract, per registered victim
+@pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("name", NAMES)
-def test_output_shape_finite_and_deterministic(name: str) -> None:
-    model = tiny(name)
-    x = clip()
-    out = model(x)
-    assert out.shape == (3, 5) and out.dtype == torch.float32
-    assert torch.isfinite(out).all()
-    assert out.abs().max() > 1e-3  # not a degenerate (all-zero) output
-    assert torch.equal(out, model(x))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_input_gradient_nonzero(name: str) -> None:
-    model = tiny(name)
-    x = clip().requires_grad_(True)
-    (grad,) = torch.autograd.grad(model(x)[:, 0].sum(), x)
-    present = (x != 0).detach()
-    assert torch.isfinite(grad).all()
-    assert grad[present].abs().sum() > 0
-    assert all(p.grad is None for p in model.parameters())
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_batch_independence(name: str) -> None:
-    model = tiny(name)
-    x = clip(n=3)
-    together = model(x)
-    for i in range(3):
-        torch.testing.assert_close(model(x[i : i + 1]), together[i : i + 1], atol=1e-5, rtol=1e-5)
-    # changing another sample leaves sample 0 unchanged
-    x2 = x.clone()
-    x2[1:] = clip(n=2, seed=7)
-    torch.testing.assert_close(model(x2)[0], together[0], atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_absent_second_body_and_single_body(name: str) -> None:
-    model = tiny(name)
-    x = clip()
-    x[..., 1] = 0  # every second body absent
-    out2 = model(x)
-    out1 = model(x[..., :1].contiguous())  # M = 1: padded with an absent body
-    assert out1.shape == (3, 5) and torch.isfinite(out1).all()
-    torch.testing.assert_close(out1, out2, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_variable_length(name: str) -> None:
-    model = tiny(name)
-    for t in (16, 20, 9):
-        out = model(clip(t=t))
-        assert out.shape == (3, 5) and torch.isfinite(out).all()
-
-
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize(
-    "shape", [(2, 3, 16, 24, 2), (2, 2, 16, 25, 2), (2, 3, 16, 25, 3), (2, 3, 16, 25)]
-)
-def test_wrong_shape_raises(name: str, shape: tuple[int, ...]) -> None:
-    model = build_victim(name, **TINY)
-    with pytest.raises(DataError, match="expected input"):
-        model(torch.zeros(shape))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_config_errors_and_seeded_init(name: str) -> None:
-    with pytest.raises(ConfigError, match="width"):
-        build_victim(name, width=0, depth=2)
-    with pytest.raises(ConfigError, match="depth"):
-        build_victim(name, width=8, depth=0)
-    with pytest.raises(ConfigError, match="unknown field"):
-        build_victim(name, widht=8)
-    a, b = build_victim(name, **TINY), build_victim(name, **TINY)
-    c = build_victim(name, **TINY, init_seed=1)
-    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+def test_victim_contract(name: str, check: str) -> None:
+    run_victim_check(name, check, invalid=INVALID, **TINY)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -120,6 +55,149 @@ def test_small_config_fits_the_synthetic_zoo(name: str) -> None:
     assert model.num_parameters <= 500_000  # <= 2 MB of float32 weights
 
 
+# ------------------------------------------------------------------ the checks catch broken victims
+@dataclass(frozen=True)
+class PlainConfig(VictimConfig):
+    width: int = 8
+    init_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.width, int) or self.width < 1:
+            raise ConfigError(
+                f"expected a positive integer, got {self.width!r} in PlainConfig.width"
+            )
+
+
+class Plain(Victim):
+    """Unregistered and meeting the contract: per-body temporal conv, mean over time and bodies."""
+
+    Config = PlainConfig
+
+    def __init__(self, config: PlainConfig) -> None:
+        super().__init__(config)
+        self.conv = nn.Conv1d(3 * 25, config.width, 3, padding=1)
+        self.fc = nn.Linear(config.width, config.num_classes)
+        self.init_weights(getattr(config, "init_seed", 0))
+
+    def init_weights(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        for m in (self.conv, self.fc):
+            nn.init.normal_(m.weight, 0.0, 0.1, generator=g)
+            nn.init.zeros_(m.bias)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.config.num_persons - x.shape[4]
+        return torch.cat([x, x.new_zeros(*x.shape[:4], p)], dim=4)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, t, v, p = x.shape
+        h = x.permute(0, 4, 1, 3, 2).reshape(n * p, c * v, t)
+        return torch.relu(self.conv(h)).mean(2).view(n, p, -1).mean(1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(self.pad(x)))
+
+
+@dataclass(frozen=True)
+class UnseededConfig(VictimConfig):
+    width: int = 8
+
+
+class NoInitSeed(Plain):
+    Config = UnseededConfig
+
+
+class GlobalRNG(Plain):
+    def init_weights(self, seed: int) -> None:
+        nn.init.normal_(self.conv.weight, 0.0, 0.1)
+
+
+class Softmax(Plain):
+    def logits(self, x):
+        return super().logits(x).softmax(1)
+
+
+class Detached(Plain):
+    def logits(self, x):
+        return super().logits(x.detach())
+
+
+class BatchMixing(Plain):
+    def logits(self, x):
+        return super().logits(x - x.mean(0, keepdim=True))
+
+
+class NoPadding(Plain):
+    def logits(self, x):
+        return self.fc(self.features(x))  # averages over the M bodies given
+
+
+class FixedLength(Plain):
+    def __init__(self, config):
+        super().__init__(config)
+        self.fc = nn.Linear(config.width * 16, config.num_classes)
+        self.init_weights(config.init_seed)
+
+    def logits(self, x):
+        n, c, t, v, p = self.pad(x).shape
+        h = self.pad(x).permute(0, 4, 1, 3, 2).reshape(n * p, c * v, t)
+        return self.fc(torch.relu(self.conv(h)).view(n, p, -1).mean(1))
+
+
+class OwnForward(Plain):
+    def forward(self, x):
+        return self.logits(x)
+
+
+class Unpersisted(Plain):
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_buffer("shift", torch.randn(config.num_classes), persistent=False)
+
+    def logits(self, x):
+        return super().logits(x) + self.shift
+
+
+BROKEN = [
+    (NoInitSeed, "config"),
+    (Plain, "config"),  # with invalid={"num_classes": 1}: Plain does not refuse it
+    (GlobalRNG, "seeded_init"),
+    (Softmax, "output"),
+    (Detached, "input_gradient"),
+    (BatchMixing, "batch_independence"),
+    (NoPadding, "absent_body"),
+    (FixedLength, "variable_length"),
+    (OwnForward, "input_validation"),
+    (Unpersisted, "serialization"),
+]
+
+
+def test_a_plain_unregistered_victim_passes_every_check() -> None:
+    assert check_victim(Plain, invalid={"width": 0}) == CHECKS
+    assert "plain" not in VICTIMS.names()
+
+
+@pytest.mark.parametrize("cls, check", BROKEN, ids=[f"{c.__name__}-{k}" for c, k in BROKEN])
+def test_each_check_catches_its_broken_victim(cls: type, check: str) -> None:
+    invalid = {"num_classes": 1} if cls is Plain else {"width": 0}
+    with pytest.raises(ContractError, match=f"failed contract check '{check}'") as info:
+        run_victim_check(cls, check, invalid=invalid)
+    assert "to fix:" in str(info.value)
+    with pytest.raises(ContractError, match=f"'{check}'"):
+        check_victim(cls, invalid=invalid)  # check_victim stops at the same check
+
+
+def test_check_victim_refuses_non_victims_and_unknown_checks() -> None:
+    with pytest.raises(ContractError, match="Victim subclass"):
+        check_victim(nn.Linear)
+    with pytest.raises(ConfigError, match="victim check"):
+        run_victim_check(Plain, "no_such_check")
+    with pytest.raises(UnknownNameError, match="stgcn"):
+        check_victim("stgnc")
+    assert check_victim("stgcn", checks=["config", "output"], **TINY) == ["config", "output"]
+
+
+# ------------------------------------------------------------------ registry and architectures
 def test_unknown_name_suggests_close_names() -> None:
     with pytest.raises(UnknownNameError, match="stgcn"):
         build_victim("stgnc")
