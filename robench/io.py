@@ -52,3 +52,25 @@ def sha256_file(path: str | Path) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def tracked_files(folder: str | Path) -> list[Path]:
+    """Files under ``folder`` that git tracks (empty when git is missing, the folder is not in a
+    work tree, or it does not exist yet); paths as ``folder / relative``."""
+    import subprocess
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "ls-files", "-z", "--", "."],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    return [folder / p for p in out.stdout.decode(errors="replace").split("\0") if p]

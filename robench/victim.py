@@ -49,6 +49,7 @@ class Victim(nn.Module):
 
     Config: ClassVar[type[VictimConfig]] = VictimConfig
     registry_name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""  # the architecture's paper, shown in a board's victim provenance
 
     def __init__(self, config: VictimConfig) -> None:
         super().__init__()

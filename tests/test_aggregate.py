@@ -306,3 +306,42 @@ def test_diagonal_transfer_cells_are_labelled_and_kept_out_of_the_worst_case():
     assert e["attacks"]["mi<-v"]["diagonal"] and e["attacks"]["ens<-u+v"]["diagonal"]
     assert not e["attacks"]["mi<-u"]["diagonal"] and not e["attacks"]["pgd"]["diagonal"]
     assert e["attacks"]["mi<-v"]["robust_accuracy"]["value"] == 0.75  # still reported
+    assert (e["worst_case_incl_diagonal"]["value"], e["worst_case_incl_diagonal"]["n"]) == (0.25, 4)
+    fams = e["families"]
+    assert set(fams) == {"white-box", "transfer"}
+    assert fams["white-box"] == {"worst_case": proportion(3, 4), "attacks": 1}
+    # transfer family: only the off-diagonal cell mi<-u (fools s02) -> 3/4
+    assert fams["transfer"] == {"worst_case": proportion(3, 4), "attacks": 1}
+
+
+def test_transfer_matrix_marks_the_diagonal_and_pools_the_off_diagonal_mean():
+    """Surrogates u, v; victims u, v. Diagonal cells fool 4/4, off-diagonal ones 1/4 and 0/4."""
+    cc = [1, 1, 1, 1]
+    rows = [
+        cell_rows("uu", "mi", [1, 1, 1, 1], cc, knowledge="transfer", surrogate="u", victim="u"),
+        cell_rows("vv", "mi", [1, 1, 1, 1], cc, knowledge="transfer", surrogate="v", victim="v"),
+        cell_rows("uv", "mi", [1, 0, 0, 0], cc, knowledge="transfer", surrogate="u", victim="v"),
+        cell_rows("vu", "mi", [0, 0, 0, 0], cc, knowledge="transfer", surrogate="v", victim="u"),
+    ]
+    (m,) = aggregate(frame(*rows))["transfer"]
+    assert m["surrogates"] == ["u", "v"] and m["victims"] == ["u", "v"]
+    assert m["diagonal"] == [[0, 0], [1, 1]]
+    assert m["off_diagonal"] == proportion(1, 8)
+    assert m["success_rate"][0][0] == proportion(4, 4)
+
+
+def test_attack_config_hash_ignores_the_label_and_follows_the_config():
+    from robench.report.aggregate import attack_config_sha256
+
+    a = json.dumps({"attack": {"id": "pgd-10", "name": "pgd", "config": {"steps": 10}}})
+    b = json.dumps({"attack": {"id": "my-pgd", "name": "pgd", "config": {"steps": 10}}})
+    c = json.dumps({"attack": {"id": "pgd-10", "name": "pgd", "config": {"steps": 11}}})
+    assert attack_config_sha256(a) == attack_config_sha256(b) != attack_config_sha256(c)
+    assert len(attack_config_sha256(a)) == 64
+    assert attack_config_sha256("{}") is None and attack_config_sha256("not json") is None
+    assert attack_config_sha256(None) is None
+    rows = cell_rows("k", "pgd", [1, 0], [1, 1])
+    for r in rows:
+        r["config_json"] = a
+    (e,) = aggregate(frame(rows))["entries"]
+    assert e["attacks"]["pgd"]["config_sha256"] == attack_config_sha256(a)

@@ -6,6 +6,7 @@ import copy
 import csv
 import io
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from robench.report.board import (
     board_json,
     build_board,
     read_board,
+    render_markdown,
     validate_board,
     write_board,
 )
@@ -80,7 +82,7 @@ def test_board_is_deterministic_and_complete():
     assert a == b
     d = json.loads(a)
     validate_board(d)
-    assert d["schema"] == "robench.board/1"
+    assert d["schema"] == "robench.board/2"
     assert d["benchmark"] == {"id": "b", "version": 2, "description": ""}
     assert d["dataset"] == {"name": "synth-ntu25", "hash": "f" * 64}
     assert d["subset"] == {"hash": "subsethash", "n": 10}
@@ -156,7 +158,7 @@ def test_write_board_files(tmp_path):
     )
     assert read_board(tmp_path / "out") == json.loads(board_json(d))
     html = (tmp_path / "out" / "board.html").read_text()
-    low = html.lower()
+    low = re.sub(r"data:image/png;base64,[a-z0-9+/=]+", "", html.lower())  # embedded figures
     assert (
         "http" not in low
         and "<script src" not in low
@@ -166,8 +168,13 @@ def test_write_board_files(tmp_path):
     assert "<b>agcn</b>" not in html and "&lt;b&gt;agcn&lt;/b&gt;" in html
     assert "table.sortable" in html or 'class="sortable"' in html
     md = (tmp_path / "out" / "board.md").read_text()
-    assert "## Threat model linf-eps0.01m" in md and "| stgcn | none | 100.0 [72.2, 100.0] |" in md
-    assert "Transfer success rate: tasar" in md and "exceeds eps" in md
+    assert "## Threat model L∞, ε = 1 cm" in md
+    assert "| stgcn | 100.0 [72.2, 100.0] | 60.0 [31.3, 83.2] |" in md  # victim, clean, worst case
+    assert (
+        "**tasar: off-diagonal 20.0 [8.1, 41.6]**" in md
+    )  # 4 of 20 off-diagonal and "exceeds eps" in md
+    assert "| stgcn | 20.0 [5.7, 51.0] | 20.0 [5.7, 51.0] diag. |" in md
+    assert "**L∞, ε = 2 cm**" in md
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "board.csv").read_text())))
     assert len(rows) == sum(len(e["attacks"]) for e in d["entries"])
     pgd = next(
@@ -231,3 +238,113 @@ def test_board_from_store_and_cli(tmp_path):
     assert json.loads((tmp_path / "lb" / "board.json").read_text()) == d
     assert main(["board", str(res), "--out", str(tmp_path / "lb"), "--benchmark", "nope"]) == 2
     assert main(["board", str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
+
+
+def _with_configs(df: pd.DataFrame) -> pd.DataFrame:
+    """Give each cell a config JSON naming its attack (steps differ for pgd, none for fgsm)."""
+    df = df.copy()
+    cfg = {
+        "pgd": {"name": "pgd", "knowledge": "white-box", "config": {"steps": 10, "restarts": 2}},
+        "fgsm": {"name": "fgsm", "knowledge": "white-box", "config": {"targeted": False}},
+        "tasar": {"name": "tasar", "knowledge": "transfer", "config": {"iterations": 30}},
+    }
+    df["config_json"] = [
+        json.dumps(
+            {"attack": {"id": a, **cfg[a]}, "threat": {"norm": "linf", "eps": e, "unit": "m"}}
+        )
+        for a, e in zip(df["attack"], df["eps"], strict=True)
+    ]
+    return df
+
+
+def test_board_carries_attack_configs_victim_provenance_and_families():
+    df = _with_configs(demo_frame())
+    prov = {
+        "stgcn": {"source": "stgcn.synth_ntu25", "architecture": "stgcn", "paper": "Yan et al."}
+    }
+    d = build_board(df, cells_of(df), {**META, "victims": prov})
+    validate_board(d)
+    assert d["victims"] == prov
+    names = {a["name"]: a for a in d["attack_configs"].values()}
+    assert names["pgd"]["config"] == {"steps": 10, "restarts": 2}
+    e = next(e for e in d["entries"] if e["victim"] == "stgcn" and e["threat"] == "linf-eps0.01m")
+    sha = e["attacks"]["pgd"]["config_sha256"]
+    assert d["attack_configs"][sha]["name"] == "pgd"
+    assert set(e["families"]) == {"white-box", "transfer"}
+    md = render_markdown(d)
+    assert "pgd (10 it., 2 restarts)" in md  # the budget in the column header
+    assert "steps=10" in md and "| stgcn | stgcn | Yan et al." in md
+    bad = copy.deepcopy(d)
+    bad["entries"][0]["attacks"]["pgd"]["config_sha256"] = "0" * 64
+    with pytest.raises(DataError, match="a key of attack_configs"):
+        validate_board(bad)
+    bad = copy.deepcopy(d)
+    bad["transfer"][0]["diagonal"] = [[5, 0]]
+    with pytest.raises(DataError, match="diagonal"):
+        validate_board(bad)
+    old = copy.deepcopy(d)  # a /1 board (e.g. an old regression baseline) is still read
+    old["schema"] = "robench.board/1"
+    for k in ("attack_configs", "victims"):
+        old.pop(k)
+    for en in old["entries"]:
+        en.pop("families")
+    validate_board(old)
+    bad = copy.deepcopy(d)
+    bad.pop("attack_configs")
+    with pytest.raises(DataError, match="attack_configs"):
+        validate_board(bad)
+
+
+def test_headline_comes_first_and_fits(tmp_path):
+    from robench.report.render import board_sections
+
+    d = build_board(demo_frame(), cells_of(demo_frame()), META)
+    first = board_sections(d)[0]
+    (head,) = first.tables
+    assert head.head[:3] == ["victim", "clean", "worst case"]
+    assert "pgd" not in head.head and "fgsm" not in head.head  # per-attack columns live below
+    assert len(head.head) <= 7
+    write_board(d, tmp_path)
+    html = (tmp_path / "board.html").read_text()
+    assert html.index("worst case") < html.index("<h2>White-box")
+    assert "position:sticky" in html and 'src="data:image/png;base64,' in html
+    assert 'src="transfer_heatmap.png"' not in html and "<img" in html
+
+
+def test_threat_labels_use_centimetres():
+    from robench.report.render import eps_display, family_label, threat_label
+
+    assert threat_label({"norm": "linf", "eps": 0.01, "unit": "m"}) == "L∞, ε = 1 cm"
+    assert threat_label({"norm": "l2", "eps": 5.0, "unit": "mm"}) == "L2, ε = 0.5 cm"
+    assert eps_display(0.3, "u") == "0.3 u"
+    t = {"norm": "linf", "eps": 0.02, "unit": "m", "preserve_bones": True, "bone_tolerance": 0.01,
+         "joints": [0, 3], "frames": [0, 32]}  # fmt: skip
+    assert threat_label(t) == "L∞, ε = 2 cm, bone lengths ±1%, joints 0,3, frames 0-32"
+    assert family_label(json.dumps({"norm": "linf", "unit": "m"})) == "L∞"
+
+
+def test_heatmap_scale_spans_the_off_diagonal_and_eps_axis_is_in_cm(tmp_path, monkeypatch):
+    from robench.report import figures
+
+    captured = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: captured.append(fig) or path)
+    d = build_board(_with_configs(demo_frame()), cells_of(demo_frame()), META)
+    d["transfer"][0]["success_rate"][0][0]["value"] = (
+        0.9  # a strong diagonal must not set the scale
+    )
+    figures.transfer_heatmap(d, tmp_path / "h.png")
+    fig = captured.pop()
+    vmax = max(
+        im.get_clim()[1]
+        for ax in fig.axes
+        for im in ax.get_images()
+        if im.get_cmap().name == "viridis"
+    )
+    assert vmax == 20.0  # off-diagonal cells are 20 %: the scale ends at 20, not at 90 or 100
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert sum(t.startswith("diag.") for t in texts) == 2 and any("[" in t for t in texts)
+    figures.robust_vs_eps(d, tmp_path / "e.png")
+    ax = captured.pop().axes[0]
+    assert ax.get_xlabel() == "ε (cm)" and ax.get_title() == "threat model L∞"
+    xs = sorted({float(x) for line in ax.get_lines() for x in line.get_xdata()})
+    assert xs == [1.0, 2.0]

@@ -199,6 +199,8 @@ class AGCNStream(nn.Module):
 class AGCN(Victim):
     """2s-AGCN (Shi et al., CVPR 2019): joint stream + bone stream, scores summed; see the module doc."""
 
+    paper = 'Shi, Zhang, Cheng and Lu, "Two-Stream Adaptive Graph Convolutional Networks for Skeleton-Based Action Recognition", CVPR 2019'
+
     Config = AGCNConfig
 
     def __init__(self, config: AGCNConfig) -> None:

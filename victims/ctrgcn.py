@@ -250,6 +250,8 @@ class CTRGCNBlock(nn.Module):
 class CTRGCN(Victim):
     """CTR-GCN (Chen et al., ICCV 2021) with in-model temporal resize; see the module doc."""
 
+    paper = 'Chen et al., "Channel-wise Topology Refinement Graph Convolution for Skeleton-Based Action Recognition", ICCV 2021'
+
     Config = CTRGCNConfig
 
     def __init__(self, config: CTRGCNConfig) -> None:

@@ -128,6 +128,8 @@ class STGCNBlock(nn.Module):
 class STGCN(Victim):
     """ST-GCN (Yan et al., AAAI 2018) with the spatial-configuration partition; see the module doc."""
 
+    paper = 'Yan, Xiong and Lin, "Spatial Temporal Graph Convolutional Networks for Skeleton-Based Action Recognition", AAAI 2018'
+
     Config = STGCNConfig
 
     def __init__(self, config: STGCNConfig) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from robench.run.oneoff import format_summary, run_one_off
+from robench.commands.options import quiet_option
+from robench.run.oneoff import format_summary, run_one_off, trained_victim
 
 
 @click.command("attack")
@@ -34,7 +35,13 @@ from robench.run.oneoff import format_summary, run_one_off
 @click.option(
     "--dataset", default=None, help="built-in name or .npz path (test split); default synth-ntu25"
 )
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="trained weights (.pt with its .json) of architecture VICTIM",
+)
+@quiet_option("no progress bar")
 def attack_cmd(
     victim: str,
     attack: str,
@@ -45,18 +52,23 @@ def attack_cmd(
     norm: str,
     batch_size: int,
     dataset: str | None,
+    checkpoint: str | None,
     quiet: bool,
 ) -> None:
-    """Attack VICTIM (e.g. stgcn.synth_ntu25) with ATTACK (e.g. pgd, torchattacks:PGD) and print a summary.
+    """Attack VICTIM with ATTACK (e.g. pgd, torchattacks:PGD) and print a summary.
 
-    The first N correctly classified test samples are attacked in batches; every batch is verified
-    against the threat model. Success rate comes with a 95% Wilson interval.
+    VICTIM is a trained model: a zoo name (stgcn.synth_ntu25), a .pt checkpoint, or an architecture
+    name with --checkpoint; an untrained architecture and a class count that differs from the data
+    set's are refused (exit 2). The first N correctly classified test samples are attacked in
+    batches; every batch is verified against the threat model. Success rate comes with a 95% Wilson
+    interval.
     """
     data = None
     if dataset is not None:
         from robench.data import open_dataset
 
         data = open_dataset(dataset).get_split("test")
+    model = trained_victim(victim, checkpoint)
     result = run_one_off(
         victim,
         attack,
@@ -68,6 +80,7 @@ def attack_cmd(
         progress=not quiet,
         dataset=data,
         batch_size=batch_size,
+        model=model,
     )
     click.echo(format_summary(result))
 

@@ -6,16 +6,12 @@ from pathlib import Path
 
 import click
 
+from robench.commands.options import out_option, quiet_option, write_board_noting_tracked
+
 
 @click.command("board")
 @click.argument("results_dir", type=click.Path(file_okay=False))
-@click.option(
-    "--out",
-    "out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="output folder, e.g. leaderboards/quick",
-)
+@out_option("output folder, e.g. leaderboards/quick", required=True, file_okay=False)
 @click.option(
     "--benchmark", default=None, help="benchmark id, when the results folder holds several"
 )
@@ -24,7 +20,7 @@ import click
     default=None,
     help="benchmark name or YAML: keep only the cells of this definition (drops stale cells)",
 )
-@click.option("--quiet", is_flag=True, help="print nothing but errors")
+@quiet_option("print nothing but errors")
 def board_cmd(
     results_dir: str, out: str, benchmark: str | None, definition: str | None, quiet: bool
 ) -> None:
@@ -34,7 +30,7 @@ def board_cmd(
     attack, AutoAttack-style per-sample worst case (95% Wilson intervals), flags; transfer matrices
     and robust accuracy against eps. Invalid and failed cells are listed and enter no number.
     """
-    from robench.report.board import board_from_store, write_board
+    from robench.report.board import board_from_store
 
     keys = None
     if definition is not None:
@@ -43,7 +39,7 @@ def board_cmd(
 
         keys = {c.key for c in prepare(load_benchmark(definition), results_dir).cells}
     board = board_from_store(results_dir, benchmark=benchmark, keys=keys)
-    paths = write_board(board, out)
+    paths = write_board_noting_tracked(board, Path(out))
     if not quiet:
         n_flags = sum(len(e["flags"]) for e in board["entries"])
         click.echo(
@@ -64,6 +60,7 @@ def board_cmd(
 @click.option("--threat", default=None, help="threat-model name, e.g. linf-eps0.01m")
 @click.option("--seed", type=int, default=None)
 @click.option(
+    "-o",
     "--out",
     "out",
     default=None,
@@ -72,7 +69,7 @@ def board_cmd(
 )
 @click.option("--frames", type=int, default=6, show_default=True, help="frames in the PNG strip")
 @click.option("--view", type=click.Choice(["front", "3d"]), default="front", show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bar, no output lines")
+@quiet_option("no progress bar, no output lines")
 def show_cmd(results_dir: str, sample_id: str, attack: str, victim: str | None, threat: str | None,
              seed: int | None, out: str | None, frames: int, view: str, quiet: bool) -> None:  # fmt: skip
     """Render the clean and adversarial skeletons of one sample side by side (GIF + PNG strip)."""

@@ -7,6 +7,7 @@ import math
 import click
 import torch
 
+from robench.commands.options import out_option, quiet_option
 from robench.data.dataset import METRES_PER_UNIT, SkeletonSet
 from robench.data.skeleton import presence_mask
 from robench.errors import UnknownNameError
@@ -70,12 +71,12 @@ def data_group() -> None:
 
 @data_group.command("build")
 @click.argument("name")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="output .npz path")
+@out_option("output .npz path", required=True, dir_okay=False)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--n-train", type=int, default=2000, show_default=True)
 @click.option("--n-test", type=int, default=600, show_default=True)
 @click.option("--num-frames", type=int, default=64, show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@quiet_option("no progress bar")
 def build(
     name: str, out: str, seed: int, n_train: int, n_test: int, num_frames: int, quiet: bool
 ) -> None:

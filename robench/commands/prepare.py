@@ -16,6 +16,7 @@ import time
 import click
 import yaml
 
+from robench.commands.options import quiet_option
 from robench.errors import ConfigError
 
 
@@ -104,7 +105,7 @@ def _common(fn):  # noqa: ANN001, ANN202
             click.option(
                 "--set", "sets", multiple=True, metavar="KEY=VALUE", help="attack config override"
             ),
-            click.option("--quiet", is_flag=True, help="no progress bar"),
+            quiet_option("no progress bar"),
         ]
     ):
         fn = deco(fn)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from robench.commands.options import out_option, quiet_option, write_board_noting_tracked
 from robench.errors import ConfigError
 
 
@@ -39,11 +40,17 @@ def _status_line(store: Any, plan: Any) -> str:
     return f"{len(plan.cells)} cells: {counts['ok']} ok, {counts['invalid']} invalid, {counts['error']} error"
 
 
-def _broken(counts: dict[str, int]) -> str | None:
+def _broken(counts: dict[str, int], allow_invalid: bool = False) -> str | None:
     """Why the run must not pass as a success: an ``error`` cell (an attack crashed or its worker
-    died or exited), or no ``ok`` cell at all."""
+    died or exited), an ``invalid`` cell (it left its threat model, broke a rule of the harness or
+    could not be set up; ``--allow-invalid`` accepts those), or no ``ok`` cell at all."""
     if counts["error"]:
         return f"{counts['error']} cell(s) ended in error (see `robench results DIR`)"
+    if counts["invalid"] and not allow_invalid:
+        return (
+            f"{counts['invalid']} cell(s) ended invalid (see `robench results DIR`; "
+            "--allow-invalid accepts them)"
+        )
     if not counts["ok"]:
         return "no cell finished ok"
     return None
@@ -57,32 +64,45 @@ def _run(
     from robench.run.harness import prepare
 
     bench = load_benchmark(benchmark)
-    plan = prepare(bench, Path(out) if out else Path("results") / bench.id, device)
+    target = Path(out) if out else Path("results") / bench.id
+    if not quiet:
+        click.echo(f"robench {bench.id}: preparing (data set, subset, cells) -> {target}", err=True)
+    plan = prepare(bench, target, device)
+    if not quiet:
+        click.echo(
+            f"robench {bench.id}: {len(plan.cells)} cells on {len(plan.ids)} clips of {plan.data.name}",
+            err=True,
+        )
     store = run_plan(plan, workers=workers, progress=not quiet, argv=sys.argv)
     return bench, store, plan
 
 
+ALLOW_INVALID = click.option(
+    "--allow-invalid",
+    is_flag=True,
+    help="Exit 0 even when cells ended invalid (they still enter no number).",
+)
+
+
 @click.command("run")
 @click.argument("benchmark", required=False, default="quick")
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Results folder (default results/ID).",
+@out_option(
+    "Results folder (default results/ID); the board goes to OUT/board/ unless --board-out.",
+    file_okay=False,
 )
 @click.option(
     "--workers", type=int, default=1, show_default=True, help="Worker processes for cells."
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @click.option(
     "--board-out",
     type=click.Path(file_okay=False),
     default=None,
-    help="Leaderboard folder (default leaderboards/ID).",
+    help="Leaderboard folder (default OUT/board with --out, else leaderboards/ID).",
 )
 @click.option("--no-board", is_flag=True, help="Only fill the results store.")
+@ALLOW_INVALID
 def run_cmd(
     benchmark: str,
     out: str | None,
@@ -91,22 +111,27 @@ def run_cmd(
     quiet: bool,
     board_out: str | None,
     no_board: bool,
+    allow_invalid: bool,
 ) -> None:
     """Run BENCHMARK (a built-in name such as quick/smoke, or a YAML file; default: quick).
 
     Finished cells are read from the store, so a second run (or one after a crash) only runs what is
-    missing. Then the leaderboard is written to --board-out. Exit 1 when a cell ended in error (an
-    attack crashed, or its worker died or exited) or no cell finished ok.
+    missing. Then the leaderboard is written: to --board-out, else OUT/board/ when --out is given,
+    else leaderboards/ID (the committed boards; the files git tracks that change are named). Exit 1
+    when a cell ended in error (an attack crashed, or its worker died or exited) or invalid (unless
+    --allow-invalid), or no cell finished ok; exit 2 on user errors.
     """
     bench, store, plan = _run(benchmark, out, workers, device, quiet)
     click.echo(f"{bench.id}: {_status_line(store, plan)} -> {store.path}")
-    broken = _broken(_counts(store, plan))
+    broken = _broken(_counts(store, plan), allow_invalid)
     if not no_board:
-        from robench.report.board import write_board
-
-        target = Path(board_out) if board_out else Path("leaderboards") / bench.id
-        paths = write_board(_board(store, plan), target)
-        click.echo(f"board: {', '.join(str(p) for p in paths)}")
+        if board_out:
+            target = Path(board_out)
+        else:
+            target = Path(out) / "board" if out else Path("leaderboards") / bench.id
+        paths = write_board_noting_tracked(_board(store, plan), target)
+        if not quiet:
+            click.echo(f"board: {', '.join(str(p) for p in paths)}")
     store.close()
     if broken:
         click.echo(f"robench: {broken}", err=True)
@@ -179,21 +204,19 @@ def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
     show_default=True,
     help="Widen the new 95% interval by this much.",
 )
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Results folder (default: a temporary one).",
+@out_option(
+    "Results folder, board in OUT/board/ (default: a temporary one, no board kept).",
+    file_okay=False,
 )
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 @click.option(
     "--only-drops",
     is_flag=True,
     help="Fail only when robustness falls (an improvement beyond the interval is only reported).",
 )
+@ALLOW_INVALID
 def regress_cmd(
     benchmark: str,
     baseline: str,
@@ -203,15 +226,17 @@ def regress_cmd(
     device: str,
     quiet: bool,
     only_drops: bool,
+    allow_invalid: bool,
 ) -> None:
     """Re-run BENCHMARK and fail (exit 1) when a robust accuracy moved against --baseline.
 
     A value has moved only when the baseline lies outside the new 95% Wilson interval widened by
     --tolerance (the interval decides, not a bare difference); by default both directions fail
     (a weakened attack shows up as higher robustness), --only-drops fails only on a fall. A baseline
-    entry missing from the new board also fails. Exit 2 on user errors.
+    entry missing from the new board also fails, and so does an error or invalid cell (unless
+    --allow-invalid) as in `robench run`. Exit 2 on user errors.
     """
-    from robench.report.board import read_board, write_board
+    from robench.report.board import read_board
     from robench.report.regress import compare_boards
 
     if tolerance < 0:
@@ -229,10 +254,10 @@ def regress_cmd(
                 f"expected a baseline board of benchmark {bench.id!r}, got {base_id!r} in option '--baseline'"
             )
         new = _board(store, plan)
-        broken = _broken(_counts(store, plan))
+        broken = _broken(_counts(store, plan), allow_invalid)
         store.close()
         if tmp is None:
-            write_board(new, Path(out) / "board")
+            write_board_noting_tracked(new, Path(out) / "board")
         if (base.get("subset") or {}).get("hash") not in (None, new["subset"]["hash"]):
             click.echo("warning: the baseline was computed on a different sample subset", err=True)
         report = compare_boards(base, new, tolerance, fail_on_improvement=not only_drops)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from robench import zoo
+from robench.commands.options import out_option, quiet_option
 from robench.data import open_dataset
 from robench.zoo.train import TrainConfig, train_and_save
 
@@ -22,15 +23,10 @@ def _weights_name(dataset: str) -> str:
 )
 @click.option("--epochs", type=int, default=None, help="default: the zoo recipe's")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="output prefix (writes .pt and .json)",
-)
+@out_option("output prefix (writes PREFIX.pt and PREFIX.json)", dir_okay=False)
 @click.option("--width", type=int, default=None, help="override the recipe's base width")
 @click.option("--depth", type=int, default=None, help="override the recipe's depth")
-@click.option("--quiet", is_flag=True)
+@quiet_option("no progress bar")
 def train_cmd(
     victim: str,
     dataset: str,
@@ -86,17 +82,12 @@ def zoo_list() -> None:
 
 @zoo_group.command("build")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--quiet", is_flag=True)
-@click.option(
-    "--out-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="default: the package's zoo folder",
-)
-def zoo_build(seed: int, quiet: bool, out_dir: str | None) -> None:
+@quiet_option("no progress bar")
+@out_option("output folder (default: the package's zoo folder)", file_okay=False)
+def zoo_build(seed: int, quiet: bool, out: str | None) -> None:
     """Retrain every shipped victim on synth-ntu25 (what produced the shipped checkpoints)."""
     data = open_dataset("synth-ntu25")
-    target = Path(out_dir) if out_dir else zoo.zoo_dir()
+    target = Path(out) if out else zoo.zoo_dir()
     for arch in zoo.RECIPES:
         recipe = zoo.recipe(arch)
         tc = TrainConfig(**{**recipe["train"], "seed": seed})

@@ -25,10 +25,17 @@ score interval (:func:`robench.run.metrics.wilson_interval`):
   left out of both (n says so);
 - a transfer cell is *diagonal* (``"diagonal": true`` on its attack) when its victim is its
   surrogate or one of its ensemble's surrogates (``surrogate`` ``a+b+c``): white-box in effect, it
-  is reported but kept out of the worst case and of the ``*-beats-white-box`` flags.
+  is reported but kept out of the worst case and of the ``*-beats-white-box`` flags;
+  ``worst_case_incl_diagonal`` is the worst case over every cell, diagonal ones included;
+- per attack family (knowledge level: white-box, transfer, query, no-box) ``families[k]`` = the
+  per-sample worst case over that family's non-diagonal cells and their count;
+- each attack's ``config_sha256``: sha256 of the canonical JSON of the cell's attack (its registered
+  name, full config and, for query attacks, budget; not the benchmark's label for it).
 
 Transfer matrices: for each (threat, transfer attack), surrogate x victim success rate pooled over
-the eligible samples of every seed. Eps curves: for threat models that differ only in eps (same
+the eligible samples of every seed; ``diagonal`` lists the [row, column] pairs whose victim is
+(one of) the surrogate(s), and ``off_diagonal`` is the success rate pooled over every other pair (the
+transfer mean, which the diagonal never enters). Eps curves: for threat models that differ only in eps (same
 "family", i.e. the threat name with its ``eps`` field replaced by ``*``), robust accuracy against eps
 per (victim, defense, attack) and for the worst case.
 
@@ -46,6 +53,7 @@ Flags (``{"code", "message"}`` on the entry), in the spirit of AutoAttack's sani
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -58,6 +66,7 @@ from robench.errors import DataError
 from robench.run.metrics import wilson_interval
 
 ENTRY = ["victim", "defense", "threat"]
+KNOWLEDGE_ORDER = {"white-box": 0, "transfer": 1, "query": 2, "no-box": 3}
 STAT_KEYS = ("linf", "l2", "joint_disp_cm", "bone_dev_pct", "accel_dev")
 WHITE_BOX = "white-box"
 WORST = "worst-case"
@@ -80,18 +89,38 @@ def proportion(k: int, n: int) -> dict[str, Any]:
     return {"value": k / n, "n": n, "ci": [float(lo), float(hi)]}
 
 
+def config_part(config_json: Any, key: str) -> dict[str, Any] | None:
+    """The ``key`` part (``threat``, ``attack``, ...) of a cell's config JSON, or None when the JSON
+    is missing, malformed or has no such dict."""
+    if not isinstance(config_json, str) or not config_json:
+        return None
+    try:
+        cfg = json.loads(config_json)
+    except json.JSONDecodeError:
+        return None
+    part = cfg.get(key) if isinstance(cfg, dict) else None
+    return dict(part) if isinstance(part, dict) else None
+
+
 def threat_family(threat: str, config_json: Any = None) -> str:
     """The threat model without its eps: the ``threat`` dict of the cell's config JSON minus ``eps``
     (canonical JSON) when present, else the threat name with ``-eps<value><unit>`` -> ``-eps*``."""
-    if isinstance(config_json, str) and config_json:
-        try:
-            cfg = json.loads(config_json)
-        except json.JSONDecodeError:
-            cfg = None
-        t = cfg.get("threat") if isinstance(cfg, dict) else None
-        if isinstance(t, dict):
-            return json.dumps({k: v for k, v in t.items() if k != "eps"}, sort_keys=True)
+    t = config_part(config_json, "threat")
+    if t is not None:
+        return json.dumps({k: v for k, v in t.items() if k != "eps"}, sort_keys=True)
     return _EPS_RE.sub("-eps*", str(threat), count=1)
+
+
+def attack_config_sha256(config_json: Any) -> str | None:
+    """sha256 of the canonical JSON of a cell config's ``attack`` part without its ``id`` label
+    (None when the config JSON has no attack part)."""
+    a = config_part(config_json, "attack")
+    if a is None:
+        return None
+    text = json.dumps(
+        {k: v for k, v in a.items() if k != "id"}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
@@ -161,6 +190,11 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
         for ck, t, cj in zip(fam["cell_key"], fam["threat"], fam["config_json"], strict=True)
     }
     df["family"] = df["cell_key"].map(fam_map)
+    cfg_map = {
+        ck: attack_config_sha256(cj)
+        for ck, cj in zip(fam["cell_key"], fam["config_json"], strict=True)
+    }
+    df["attack_config"] = df["cell_key"].map(cfg_map)
     return df
 
 
@@ -175,7 +209,8 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: n, k_robust, n_eligible, k_success, mean stats over success / eligible."""
     g = df.groupby("cell_key", sort=True)
     out = g[[*ENTRY, "attack", "attack_key", "knowledge", "surrogate", "diagonal", "family", "eps",
-             "seed", "zero_grad_frac", "forward_random", "weights_sha256"]].first()  # fmt: skip
+             "seed", "zero_grad_frac", "forward_random", "weights_sha256",
+             "attack_config"]].first()  # fmt: skip
     out["n"] = g.size()
     out["k_robust"] = g["robust"].sum()
     out["n_eligible"] = g["eligible"].sum()
@@ -234,6 +269,9 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
     )
     worst = _per_sample_worst(df[~df["diagonal"]])
     worst_wb = _per_sample_worst(df[df["knowledge"] == WHITE_BOX])
+    worst_all = _per_sample_worst(df)
+    kinds = sorted(set(df["knowledge"]), key=lambda k: (KNOWLEDGE_ORDER.get(k, 9), k))
+    worst_fam = {k: _per_sample_worst(df[(df["knowledge"] == k) & ~df["diagonal"]]) for k in kinds}
     entries: dict[tuple, dict[str, Any]] = {}
     for key, cg in cells.groupby(ENTRY, sort=True):
         key = tuple(key)
@@ -245,6 +283,12 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
             "attacks": {}, "flags": [],
             "worst_case": proportion(*_kn(worst, key)),
             "worst_case_white_box": proportion(*_kn(worst_wb, key)),
+            "worst_case_incl_diagonal": proportion(*_kn(worst_all, key)),
+            "families": {
+                k: {"worst_case": proportion(*_kn(worst_fam[k], key)),
+                    "attacks": int(((cg["knowledge"] == k) & ~cg["diagonal"]).sum())}
+                for k in kinds if ((cg["knowledge"] == k) & ~cg["diagonal"]).any()
+            },
             "family": cg["family"].iloc[0],
             "eps": _num(cg["eps"].iloc[0]),
         }  # fmt: skip
@@ -262,6 +306,9 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
                 "knowledge": c["knowledge"],
                 "surrogate": c["surrogate"] or None,
                 "diagonal": bool(c["diagonal"]),
+                "config_sha256": c["attack_config"]
+                if isinstance(c["attack_config"], str)
+                else None,
                 "seed": None if pd.isna(c["seed"]) else int(c["seed"]),
                 "robust_accuracy": proportion(c["k_robust"], c["n"]),
                 "success_rate": proportion(c["k_success"], c["n_eligible"]),
@@ -365,6 +412,16 @@ def transfer_matrices(df: pd.DataFrame) -> list[dict[str, Any]]:
             [proportion(*g.loc[(s, v), ["k", "n"]]) if (s, v) in g.index else None for v in cols]
             for s in rows
         ]
+        diag = [[r, c] for r, s in enumerate(rows) for c, v in enumerate(cols)
+                if v.split("+")[0] in s.split("+")]  # fmt: skip
+        off = [
+            (s, v)
+            for s in rows
+            for v in cols
+            if (s, v) in g.index and [rows.index(s), cols.index(v)] not in diag
+        ]
+        k_off = sum(int(g.loc[p, "k"]) for p in off)
+        n_off = sum(int(g.loc[p, "n"]) for p in off)
         out.append(
             {
                 "threat": threat,
@@ -372,6 +429,8 @@ def transfer_matrices(df: pd.DataFrame) -> list[dict[str, Any]]:
                 "surrogates": rows,
                 "victims": cols,
                 "success_rate": mat,
+                "diagonal": diag,
+                "off_diagonal": proportion(k_off, n_off),
             }
         )
     return out

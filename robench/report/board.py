@@ -1,4 +1,4 @@
-"""Standardised leaderboards: ``board.json`` (schema ``robench.board/1``) and its renderings.
+"""Standardised leaderboards: ``board.json`` (schema ``robench.board/2``) and its renderings.
 
 ``build_board(frame, cells, meta)`` turns the joined results frame (ok cells only) plus the cells
 table (all statuses) into a board dict; ``write_board(board, out_dir)`` writes ``board.json``,
@@ -8,11 +8,13 @@ The numbers come from :mod:`robench.report.aggregate` (AutoAttack-style per-samp
 intervals). The same inputs give byte-identical JSON: keys sorted, floats rounded to 6 decimals,
 no timestamps.
 
-Schema ``robench.board/1`` (``P`` = a proportion ``{"value": float|null, "n": int, "ci": [lo, hi]}``,
+Schema ``robench.board/2`` (``P`` = a proportion ``{"value": float|null, "n": int, "ci": [lo, hi]}``,
 value = k/n, ci = 95% Wilson score interval; n = 0 gives value null and ci [0, 1]):
 
 =========================  ==========================================================================
-``schema``                 ``"robench.board/1"``
+``schema``                 ``"robench.board/2"`` (``/1`` boards, without ``attack_configs``,
+                           ``victims``, ``families`` and the transfer ``diagonal`` fields, are
+                           still read, e.g. as regression baselines)
 ``benchmark``              ``{"id": str, "version": int|str|null, "description": str}``
 ``dataset``                ``{"name": str|null, "hash": str|null}`` (hash: SkeletonSet.fingerprint)
 ``subset``                 ``{"hash": str|null, "n": int[, "ids": [str]]}``: sha256 of the attacked
@@ -24,9 +26,18 @@ value = k/n, ci = 95% Wilson score interval; n = 0 gives value null and ci [0, 1
 ``generated_by``           ``{"robench": version that built the board, "runs": [{"run_id",
                            "robench_version", "torch_version", "git_commit"}]}`` sorted by run_id
 ``entries``                list sorted by (threat, victim, defense) of entries (below)
+``attack_configs``         ``{config_sha256: {"name", "knowledge", "config": {every field: steps,
+                           step size, restarts, EOT samples, ...}[, "budget"]}}``: what each attack
+                           of the board ran with, keyed by the hash its entries cite
+``victims``                ``{victim: {"source", "architecture", "paper", "num_parameters",
+                           "weights_sha256", "config", "training": {"dataset", "dataset_sha256",
+                           "command", "recipe", "clean_accuracy", ...}, "defense"}}``: provenance
+                           from the checkpoint metadata (``{"source", "error"}`` when unreadable)
 ``transfer``               list of ``{"threat", "attack", "surrogates": [str] (rows), "victims": [str]
                            (columns, ``victim+defense`` when defended), "success_rate": rows x columns
-                           of P over the eligible samples, or null where not run}``
+                           of P over the eligible samples, or null where not run, "diagonal":
+                           [[row, column]] where the victim is (one of) the surrogate(s),
+                           "off_diagonal": P pooled over every other pair}``
 ``eps_curves``             list of ``{"family": threat without eps, "victim", "defense", "attack"
                            (attack key or "worst-case"), "points": [{"eps", "threat",
                            "robust_accuracy": P}] sorted by eps}`` (at least two eps values)
@@ -48,9 +59,15 @@ Entry fields:
                            subset, "success_rate": P over the eligible samples, "stats":
                            {"over_success": S, "over_eligible": S}}}`` with S = mean ``linf``,
                            ``l2``, ``joint_disp_cm``, ``bone_dev_pct``, ``accel_dev``, ``queries``
-                           (each float or null); key = attack, ``attack<-surrogate`` for transfer
-``worst_case``             P: robust to every attack of the entry (per-sample worst case)
+                           (each float or null); key = attack, ``attack<-surrogate`` for transfer;
+                           each also has ``"diagonal"`` (surrogate = victim: white-box in effect)
+                           and ``"config_sha256"`` (a key of ``attack_configs``)
+``worst_case``             P: robust to every attack of the entry (per-sample worst case) except
+                           the diagonal transfer cells
 ``worst_case_white_box``   P: robust to every white-box attack of the entry
+``worst_case_incl_diagonal`` P: robust to every attack, diagonal transfer cells included
+``families``               ``{knowledge: {"worst_case": P, "attacks": int}}``: the worst case over
+                           each family's non-diagonal attacks
 ``flags``                  ``[{"code", "message"}]`` sorted; codes: zero-gradients,
                            transfer-beats-white-box, query-beats-white-box, no-box-beats-white-box,
                            non-monotone-eps, random-forward, mixed-weights
@@ -69,14 +86,14 @@ import pandas as pd
 from robench import __version__
 from robench.errors import DataError
 from robench.io import atomic_write_text
-from robench.report.aggregate import aggregate
-from robench.report.render import KNOWLEDGE_ORDER, render_csv, render_markdown
+from robench.report.aggregate import aggregate, attack_config_sha256, config_part
+from robench.report.render import render_csv, render_markdown
+from robench.report.schema import READABLE_SCHEMAS, SCHEMA, validate_board
 
 __all__ = [
     "SCHEMA", "board_from_store", "board_json", "build_board", "read_board", "render_csv",
-    "render_markdown", "validate_board", "write_board",
+    "render_markdown", "validate_board", "write_board", "READABLE_SCHEMAS",
 ]  # fmt: skip
-SCHEMA = "robench.board/1"
 DECIMALS = 6
 FLAG_CODES = (
     "zero-gradients", "transfer-beats-white-box", "query-beats-white-box", "no-box-beats-white-box",
@@ -133,8 +150,21 @@ def build_board(
         "transfer": agg["transfer"],
         "eps_curves": agg["eps_curves"],
         "invalid_cells": _invalid(cells),
+        "attack_configs": _attack_configs(cells),
+        "victims": dict(meta.get("victims") or {}),
     }
     return canonical(board)
+
+
+def _attack_configs(cells: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """config_sha256 -> {name, knowledge, config[, budget]} of every cell's attack."""
+    out: dict[str, dict[str, Any]] = {}
+    for cj in cells.get("config_json", pd.Series(dtype=object)).dropna():
+        sha = attack_config_sha256(cj)
+        if sha is None or sha in out:
+            continue
+        out[sha] = {k: v for k, v in config_part(cj, "attack").items() if k != "id"}
+    return dict(sorted(out.items()))
 
 
 def _subset(ok: pd.DataFrame, cells: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +208,7 @@ def _threat_models(
             name = str(r["threat"])
             if name in found:
                 continue
-            d = _threat_from_config(r.get("config_json")) or {
+            d = config_part(r.get("config_json"), "threat") or {
                 k: r[k] for k in ("norm", "eps") if k in r and not _isnan(r[k])
             }
             found[name] = {**d, "name": name}
@@ -197,17 +227,6 @@ def _threat_models(
     return [
         {**found[n], "primary": primary_names is None or n in primary_names} for n in sorted(found)
     ]
-
-
-def _threat_from_config(config_json: Any) -> dict[str, Any] | None:
-    if not isinstance(config_json, str) or not config_json:
-        return None
-    try:
-        cfg = json.loads(config_json)
-    except json.JSONDecodeError:
-        return None
-    t = cfg.get("threat") if isinstance(cfg, dict) else None
-    return dict(t) if isinstance(t, dict) else None
 
 
 def _isnan(v: Any) -> bool:
@@ -324,6 +343,14 @@ def _store_meta(
         meta["description"] = b.get("description") or ""
         if isinstance(b.get("threats"), list):
             meta["threat_models"] = b["threats"]
+        if isinstance(b.get("victims"), list):  # boards of folders written before provenance
+            from robench.zoo import victim_provenance
+
+            meta["victims"] = {
+                (v["id"] if not v.get("defense") else f"{v['id']}+{v['defense']}"):
+                victim_provenance(str(v["source"]), v.get("defense"))
+                for v in b["victims"] if isinstance(v, dict) and "id" in v and "source" in v
+            }  # fmt: skip
     sub = _read_json(folder / "subset.json")
     hashes = set(cells["subset_hash"].dropna()) if "subset_hash" in cells else set()
     if isinstance(sub, dict) and sub.get("sha256") in hashes and isinstance(sub.get("ids"), list):
@@ -351,152 +378,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-# ---------------------------------------------------------------------- validation
-
-
-def _fail(field: str, expected: str, got: Any) -> DataError:
-    g = (
-        type(got).__name__
-        if not isinstance(got, str | int | float) or isinstance(got, bool)
-        else repr(got)
-    )
-    if got is None:
-        g = "null"
-    return DataError(f"expected {expected}, got {g} in board field '{field}'")
-
-
-def _req(d: dict[str, Any], key: str, field: str) -> Any:
-    if key not in d:
-        raise DataError(
-            f"expected field {key!r}, got none in board field '{field or '<top level>'}'"
-        )
-    return d[key]
-
-
-def _obj(v: Any, field: str) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise _fail(field, "an object", v)
-    return v
-
-
-def _list(v: Any, field: str) -> list[Any]:
-    if not isinstance(v, list):
-        raise _fail(field, "a list", v)
-    return v
-
-
-def _str(v: Any, field: str, nullable: bool = False) -> None:
-    if not (isinstance(v, str) or (nullable and v is None)):
-        raise _fail(field, "a string" + (" or null" if nullable else ""), v)
-
-
-def _prop(p: Any, field: str) -> None:
-    p = _obj(p, field)
-    n = _req(p, "n", field)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise _fail(f"{field}.n", "an integer >= 0", n)
-    v = _req(p, "value", field)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1):
-        raise _fail(f"{field}.value", "a number in [0, 1] or null", v)
-    if v is None and n > 0:
-        raise _fail(f"{field}.value", "a number when n > 0", v)
-    ci = _req(p, "ci", field)
-    if (
-        not isinstance(ci, list) or len(ci) != 2
-        or any(isinstance(c, bool) or not isinstance(c, int | float) or not 0 <= c <= 1 for c in ci)
-        or ci[0] > ci[1]
-    ):  # fmt: skip
-        raise _fail(
-            f"{field}.ci",
-            "[lo, hi] with 0 <= lo <= hi <= 1",
-            ci if not isinstance(ci, list) else str(ci),
-        )
-
-
-def validate_board(d: Any) -> None:
-    """Raise a one-line DataError naming the field when ``d`` is not a ``robench.board/1`` board."""
-    d = _obj(d, "<top level>")
-    if _req(d, "schema", "") != SCHEMA:
-        raise _fail("schema", repr(SCHEMA), d["schema"])
-    b = _obj(_req(d, "benchmark", ""), "benchmark")
-    _str(_req(b, "id", "benchmark"), "benchmark.id", nullable=True)
-    ds = _obj(_req(d, "dataset", ""), "dataset")
-    _str(_req(ds, "name", "dataset"), "dataset.name", nullable=True)
-    _str(_req(ds, "hash", "dataset"), "dataset.hash", nullable=True)
-    sub = _obj(_req(d, "subset", ""), "subset")
-    _str(_req(sub, "hash", "subset"), "subset.hash", nullable=True)
-    if not isinstance(_req(sub, "n", "subset"), int) or isinstance(sub["n"], bool) or sub["n"] < 0:
-        raise _fail("subset.n", "an integer >= 0", sub["n"])
-    if "ids" in sub and (
-        not isinstance(sub["ids"], list)
-        or len(sub["ids"]) != sub["n"]
-        or not all(isinstance(i, str) for i in sub["ids"])
-    ):
-        raise _fail("subset.ids", f"a list of {sub['n']} sample id strings", sub["ids"])
-    for i, t in enumerate(_list(_req(d, "threat_models", ""), "threat_models")):
-        _str(
-            _req(_obj(t, f"threat_models[{i}]"), "name", f"threat_models[{i}]"),
-            f"threat_models[{i}].name",
-        )
-    _obj(_req(d, "generated_by", ""), "generated_by")
-    for i, e in enumerate(_list(_req(d, "entries", ""), "entries")):
-        f = f"entries[{i}]"
-        e = _obj(e, f)
-        for k in ("victim", "defense", "threat"):
-            _str(_req(e, k, f), f"{f}.{k}")
-        _str(_req(e, "weights_sha256", f), f"{f}.weights_sha256", nullable=True)
-        for k in ("clean_accuracy", "worst_case"):
-            _prop(_req(e, k, f), f"{f}.{k}")
-        for ak, a in _obj(_req(e, "attacks", f), f"{f}.attacks").items():
-            fa = f"{f}.attacks.{ak}"
-            a = _obj(a, fa)
-            kn = _req(a, "knowledge", fa)
-            if kn not in KNOWLEDGE_ORDER:
-                raise _fail(f"{fa}.knowledge", f"one of {list(KNOWLEDGE_ORDER)}", kn)
-            _prop(_req(a, "robust_accuracy", fa), f"{fa}.robust_accuracy")
-            _prop(_req(a, "success_rate", fa), f"{fa}.success_rate")
-            _obj(_req(a, "stats", fa), f"{fa}.stats")
-        for j, fl in enumerate(_list(_req(e, "flags", f), f"{f}.flags")):
-            fl = _obj(fl, f"{f}.flags[{j}]")
-            _str(_req(fl, "code", f"{f}.flags[{j}]"), f"{f}.flags[{j}].code")
-            _str(_req(fl, "message", f"{f}.flags[{j}]"), f"{f}.flags[{j}].message")
-    for i, t in enumerate(_list(_req(d, "transfer", ""), "transfer")):
-        f = f"transfer[{i}]"
-        t = _obj(t, f)
-        rows, cols = (
-            _list(_req(t, "surrogates", f), f"{f}.surrogates"),
-            _list(_req(t, "victims", f), f"{f}.victims"),
-        )
-        mat = _list(_req(t, "success_rate", f), f"{f}.success_rate")
-        if len(mat) != len(rows) or any(
-            not isinstance(r, list) or len(r) != len(cols) for r in mat
-        ):
-            raise _fail(
-                f"{f}.success_rate", f"a {len(rows)} x {len(cols)} matrix", "a different shape"
-            )
-        for r, row in enumerate(mat):
-            for c, p in enumerate(row):
-                if p is not None:
-                    _prop(p, f"{f}.success_rate[{r}][{c}]")
-    for i, c in enumerate(_list(_req(d, "eps_curves", ""), "eps_curves")):
-        f = f"eps_curves[{i}]"
-        for j, p in enumerate(_list(_req(_obj(c, f), "points", f), f"{f}.points")):
-            p = _obj(p, f"{f}.points[{j}]")
-            if isinstance(_req(p, "eps", f"{f}.points[{j}]"), bool) or not isinstance(
-                p["eps"], int | float
-            ):
-                raise _fail(f"{f}.points[{j}].eps", "a number", p["eps"])
-            _prop(
-                _req(p, "robust_accuracy", f"{f}.points[{j}]"), f"{f}.points[{j}].robust_accuracy"
-            )
-    for i, c in enumerate(_list(_req(d, "invalid_cells", ""), "invalid_cells")):
-        f = f"invalid_cells[{i}]"
-        c = _obj(c, f)
-        if _req(c, "status", f) not in ("invalid", "error"):
-            raise _fail(f"{f}.status", "'invalid' or 'error'", c["status"])
-        _str(_req(c, "reason", f), f"{f}.reason")
 
 
 def read_board(path: str | Path) -> dict[str, Any]:
@@ -540,7 +421,6 @@ def write_board(board: dict[str, Any], out_dir: str | Path) -> list[Path]:
             (out / name).unlink(missing_ok=True)
         else:
             figs.append(p)
-    paths.append(
-        atomic_write_text(out / "board.html", render_html(board, figures=[p.name for p in figs]))
-    )
+    embedded = {p.name: p.read_bytes() for p in figs}
+    paths.append(atomic_write_text(out / "board.html", render_html(board, figures=embedded)))
     return paths + figs

@@ -1,31 +1,41 @@
-"""Self-contained, sortable HTML rendering of a ``robench.board/1`` board.
+"""Self-contained, sortable HTML rendering of a ``robench.board/2`` board.
 
-One page, inline CSS and a small inline script that sorts a table by the clicked column (numbers
-numerically from each cell's ``data-v``, text otherwise; a second click reverses). No external
-scripts, fonts, stylesheets or CDN; every text from the board is escaped with ``html.escape``.
-Figures written beside the page are linked by relative file name only.
+One page: inline CSS, a small inline script that sorts a table by the clicked column (numbers
+numerically from each cell's ``data-v``, text otherwise; a second click reverses), and the figures
+embedded as ``data:`` PNG images. No external scripts, fonts, stylesheets, images or CDN; every text
+from the board is escaped with ``html.escape``. The sections are those of
+:func:`robench.report.render.board_sections`: the headline table of each threat model comes first so
+that victim, clean accuracy and worst case are in the first screen; wide tables scroll sideways
+with the victim column kept in view (sticky).
 """
 
 from __future__ import annotations
 
+import base64
 from html import escape
 from typing import Any
 
-from robench.report.render import attack_columns, fmt_prop, threat_groups
+from robench.report.render import Cell, Table, board_sections, header_lines
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1400px}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}
-th{background:#f0f0f0;cursor:pointer;user-select:none}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
-td.t,th.t{text-align:left}td small{color:#777}.flag{color:#a40;font-weight:600}td.diag{color:#888;font-style:italic}
-.meta{color:#555}.meta code{background:#f4f4f4;padding:0 .2em}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.2em 2em;color:#222;max-width:1360px}
+h1{font-size:1.35em;margin:.2em 0}h2{font-size:1.1em;margin:1.6em 0 .3em}h3{font-size:.95em;margin:1em 0 .2em}
+.scroll{overflow-x:auto;max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:0 2.2em;align-items:flex-start}.grid>div{max-width:100%}
+table{border-collapse:separate;border-spacing:0;margin:.3em 0;font-size:.86em}
+th,td{border-right:1px solid #ddd;border-bottom:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap;background:#fff}
+tr>:first-child{position:sticky;left:0;z-index:1;border-left:1px solid #ddd;box-shadow:2px 0 2px -1px #ccc}
+thead th{background:#f0f0f0;cursor:pointer;user-select:none;border-top:1px solid #ddd;vertical-align:bottom}
+th small{display:block;font-weight:400;color:#666}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
+td small{display:block;color:#777;font-size:.82em}td.t,th.t{text-align:left}
+td.worst{font-weight:700}td.diag{color:#888;font-style:italic;background:#f6f6f6}.flag{color:#a40;font-weight:600}
+td.wrap{white-space:normal;min-width:16em;max-width:26em}td.cfg{white-space:normal;min-width:28em;max-width:60em;font-family:ui-monospace,monospace;font-size:.85em}
+.meta,.note{color:#555;font-size:.88em;margin:.2em 0}.meta code{background:#f4f4f4;padding:0 .2em}
+img.fig{max-width:100%;border:1px solid #eee;margin:.4em 0}
 """
 
 _JS = """
 document.querySelectorAll("table.sortable").forEach(function(t){
-  t.querySelectorAll("th").forEach(function(th,i){
+  t.querySelectorAll("thead th").forEach(function(th,i){
     th.addEventListener("click",function(){
       var asc=!th.classList.contains("asc");
       t.querySelectorAll("th").forEach(function(h){h.classList.remove("asc","desc");});
@@ -45,109 +55,80 @@ document.querySelectorAll("table.sortable").forEach(function(t){
 """
 
 
-def _td(text: Any, sort: Any = None, cls: str = "", title: str = "") -> str:
-    v = "" if sort is None else f' data-v="{escape(str(sort))}"'
-    c = f' class="{cls}"' if cls else ""
-    t = f' title="{escape(title)}"' if title else ""
-    return f"<td{c}{v}{t}>{escape(str(text))}</td>"
+def _td(c: Cell) -> str:
+    v = "" if c.sort is None else f' data-v="{escape(str(c.sort))}"'
+    cls = f' class="{escape(c.cls)}"' if c.cls else ""
+    title = f' title="{escape(c.title)}"' if c.title else ""
+    sub = f"<small>{escape(c.sub)}</small>" if c.sub else ""
+    return f"<td{cls}{v}{title}>{escape(c.text)}{sub}</td>"
 
 
-def _prop_td(p: dict[str, Any] | None, diagonal: bool = False) -> str:
-    if p is None or p.get("value") is None:
-        return _td("—", "")
-    if diagonal:
-        note = "; diagonal: surrogate = victim (white-box in effect), not in the worst case"
-        return _td(fmt_prop(p) + " diag.", p["value"], "diag", title=f"n = {p['n']}{note}")
-    return _td(fmt_prop(p), p["value"], title=f"n = {p['n']}")
-
-
-def _table(head: list[str], rows: list[str], text_cols: int) -> str:
+def _table(t: Table, show_title: bool, figures: dict[str, bytes]) -> str:
+    subs = t.head_sub or [""] * len(t.head)
     ths = "".join(
-        f"<th{' class=t' if i < text_cols else ''}>{escape(h)}</th>" for i, h in enumerate(head)
+        f"<th{' class=t' if i < t.text_cols else ''}>{escape(h)}"
+        + (f"<small>{escape(s)}</small>" if s else "")
+        + "</th>"
+        for i, (h, s) in enumerate(zip(t.head, subs, strict=False))
     )
-    return (
-        f'<table class="sortable"><thead><tr>{ths}</tr></thead><tbody>\n'
-        + "\n".join(rows)
-        + "\n</tbody></table>"
+    body = "\n".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in t.rows)
+    parts = [f"<div><h3>{escape(t.title)}</h3>"] if show_title else ["<div>"]
+    parts.append(
+        f'<div class="scroll"><table class="sortable"><thead><tr>{ths}</tr></thead><tbody>\n'
+        f"{body}\n</tbody></table></div>"
     )
+    if t.note:
+        parts.append(f'<p class="note">{escape(t.note)}</p>')
+    parts.append("</div>")
+    if t.figure in figures:
+        parts.append(_figure(t.figure, figures))
+    return "\n".join(parts)
 
 
-def render_html(board: dict[str, Any], figures: list[str] | tuple[str, ...] = ()) -> str:
-    """The page as a string; ``figures`` are file names (beside the page) to link."""
-    b, ds, sub = board["benchmark"], board["dataset"], board["subset"]
+def _figure(name: str, figures: dict[str, bytes]) -> str:
+    data = base64.b64encode(figures[name]).decode("ascii")
+    return f'<img class="fig" alt="{escape(name)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(board: dict[str, Any], figures: dict[str, bytes] | None = None) -> str:
+    """The page as a string; ``figures`` maps a figure's file name to its PNG bytes (embedded)."""
+    figures = dict(figures or {})
+    b = board["benchmark"]
     ver = f" v{b['version']}" if b.get("version") is not None else ""
     title = f"robench board: {b['id']}{ver}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-    ]
-    if b.get("description"):
-        parts.append(f"<p>{escape(b['description'])}</p>")
-    parts.append(
         '<p class="meta">'
-        f"dataset <code>{escape(str(ds['name']))}</code> (sha256 <code>{escape(str(ds['hash'])[:16])}</code>), "
-        f"subset n = {int(sub['n'])} (sha256 <code>{escape(str(sub['hash'])[:16])}</code>), "
-        f"schema <code>{escape(board['schema'])}</code>, robench {escape(board['generated_by']['robench'])}. "
-        "Accuracies in %, 95% Wilson interval in brackets; worst case = a sample counts only if it "
-        "survives every attack of its row. Click a column header to sort.</p>"
-    )
-    for threat, primary, entries in threat_groups(board):
-        cols = attack_columns(entries)
-        parts.append(f"<h2>Threat model {escape(threat)}{'' if primary else ' (eps sweep)'}</h2>")
-        rows = []
-        for e in entries:
-            cells = [
-                _td(e["victim"], e["victim"], "t", e.get("weights_sha256") or ""),
-                _td(e["defense"], e["defense"], "t"),
-            ]
-            cells.append(_prop_td(e["clean_accuracy"]))
-            for c in cols:
-                a = e["attacks"].get(c)
-                cells.append(
-                    _prop_td(a["robust_accuracy"], bool(a.get("diagonal"))) if a else _td("—", "")
-                )
-            cells.append(_prop_td(e["worst_case"]))
-            codes = ", ".join(sorted({f["code"] for f in e["flags"]}))
-            msgs = "\n".join(f["message"] for f in e["flags"])
-            cells.append(_td(codes, codes, "t flag", msgs))
-            rows.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append(_table(["victim", "defense", "clean", *cols, "worst case", "flags"], rows, 2))
-    for t in board["transfer"]:
-        parts.append(
-            f"<h2>Transfer success rate: {escape(t['attack'])}, {escape(t['threat'])}</h2>"
-            "<p class=meta>rows: surrogate, columns: victim; success over samples both classify correctly</p>"
-        )
-        rows = [
-            "<tr>" + _td(s, s, "t") + "".join(_prop_td(p) for p in row) + "</tr>"
-            for s, row in zip(t["surrogates"], t["success_rate"], strict=True)
-        ]
-        parts.append(_table(["surrogate \\ victim", *t["victims"]], rows, 1))
-    flags = [(e, f) for e in board["entries"] for f in e["flags"]]
-    if flags:
-        parts.append("<h2>Flags</h2><ul>")
-        parts += [
-            f"<li>{escape(e['victim'])} / {escape(e['defense'])} / {escape(e['threat'])}: "
-            f"<span class=flag>{escape(f['code'])}</span>: {escape(f['message'])}</li>"
-            for e, f in flags
-        ]
-        parts.append("</ul>")
-    if board["invalid_cells"]:
-        parts.append("<h2>Invalid and failed cells (excluded from every number)</h2>")
-        rows = [
-            "<tr>"
-            + "".join(
-                _td(c.get(k), c.get(k), "t")
-                for k in ("status", "victim", "attack", "surrogate", "threat", "seed", "reason")
+        + " · ".join(escape(line) for line in header_lines(board))
+        + " · click a column header to sort</p>",
+    ]
+    for i, sec in enumerate(board_sections(board)):
+        parts.append(f"<h2>{escape(sec.title)}</h2>")
+        if sec.note:
+            parts.append(f'<p class="note">{escape(sec.note)}</p>')
+        many = len(sec.tables) > 1
+        if many:  # small tables side by side; their figure below them all
+            parts.append('<div class="grid">')
+        for t in sec.tables:
+            parts.append(_table(t, t.show_title, figures if not many else {}))
+        if many:
+            parts.append("</div>")
+            parts += [_figure(t.figure, figures) for t in sec.tables if t.figure in figures]
+        if sec.items:
+            parts.append(
+                "<ul>" + "".join(f"<li>{_bold(escape(item))}</li>" for item in sec.items) + "</ul>"
             )
-            + "</tr>"
-            for c in board["invalid_cells"]
-        ]
-        head = ["status", "victim", "attack", "surrogate", "threat", "seed", "reason"]
-        parts.append(_table(head, rows, 7))
-    if figures:
-        parts.append("<h2>Figures</h2><p>" + " · ".join(
-            f'<a href="{escape(f)}">{escape(f)}</a>' for f in figures) + "</p>")  # fmt: skip
+        if i == 0 and b.get("description"):  # after the first headline: the first screen is numbers
+            parts.append(f'<p class="note">{escape(b["description"])}</p>')
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _bold(text: str) -> str:
+    """``**code**`` (from the flag items) -> ``<span class=flag>code</span>``, on escaped text."""
+    chunks = text.split("**")
+    return "".join(f"<span class=flag>{c}</span>" if j % 2 else c for j, c in enumerate(chunks))

@@ -1,42 +1,184 @@
-"""Markdown and CSV renderings of a ``robench.board/1`` board, and the formatting helpers shared
-with :mod:`robench.report.html`.
+"""What a rendered board shows, as plain tables; the Markdown and CSV renderings.
 
-Markdown: one table per threat model (primary ones first; victim rows x attack columns of robust
-accuracy in % with the 95% Wilson interval, clean accuracy, worst case with n, flag codes), then one
-table per transfer matrix (surrogate rows x victim columns of success rate), the flags and the
-invalid/failed cells. CSV: one row per entry x attack (:data:`CSV_COLUMNS`).
+:func:`board_sections` turns a ``robench.board/2`` board into titled sections of :class:`Table`
+objects that both the Markdown page (here) and the HTML page (:mod:`robench.report.html`) print, so
+the two never disagree. The layout, per primary threat model:
+
+1. **headline**: one row per victim: clean accuracy, the worst case over every attack (the diagonal
+   transfer cells, white-box in effect, excluded), then the worst case of each attack family
+   (white-box, transfer, query, no-box) -- narrow enough for a laptop screen;
+2. one table per family: victim rows x attack columns of robust accuracy; each attack's header says
+   its iteration budget (``10 it.``), the full config is in the attack-configuration table;
+3. transfer attacks as surrogate x victim matrices of success rate, the diagonal marked, with the
+   pooled off-diagonal rate (the transfer mean; the diagonal never enters it);
+
+then the eps sweeps (threat models that differ only in eps), victim provenance, attack
+configurations, flags and invalid cells. Accuracies are in % with the 95% Wilson interval; eps is
+shown in centimetres when the data are metric (:func:`threat_label`). CSV: one row per entry x
+attack (:data:`CSV_COLUMNS`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
-from robench.report.aggregate import STAT_KEYS
+from robench.report.aggregate import KNOWLEDGE_ORDER, STAT_KEYS
 
-KNOWLEDGE_ORDER = {"white-box": 0, "transfer": 1, "query": 2, "no-box": 3}
+FAMILY_TITLES = {
+    "white-box": "White-box",
+    "transfer": "Transfer",
+    "query": "Query",
+    "no-box": "No-box",
+}
+_CM = {"m": 100.0, "cm": 1.0, "mm": 0.1}
+_NORM = {"linf": "L∞", "l2": "L2"}
+_BUDGET_FIELDS = (
+    ("steps", "it."), ("iterations", "it."), ("restarts", "restarts"), ("n_restarts", "restarts"),
+    ("eot", "EOT"), ("eot_samples", "EOT"), ("eot_iter", "EOT"),
+)  # fmt: skip
 
 
-def attack_columns(entries: list[dict[str, Any]]) -> list[str]:
-    """Attack keys of ``entries``, white-box first, then transfer, query, no-box; by name within."""
-    kinds: dict[str, str] = {}
-    for e in entries:
-        for k, a in e["attacks"].items():
-            kinds.setdefault(k, a["knowledge"])
-    return sorted(kinds, key=lambda k: (KNOWLEDGE_ORDER.get(kinds[k], 9), k))
+# ---------------------------------------------------------------------- the table model
+
+
+@dataclass
+class Cell:
+    """One table cell: ``text`` (main), ``sub`` (secondary line, e.g. the interval), ``sort``
+    (numeric sort key), ``cls`` (``t`` text, ``diag``, ``flag``, ``worst``) and a tooltip."""
+
+    text: str
+    sub: str = ""
+    sort: Any = None
+    cls: str = ""
+    title: str = ""
+
+
+@dataclass
+class Table:
+    title: str
+    head: list[str]
+    rows: list[list[Cell]]
+    head_sub: list[str] = field(default_factory=list)
+    note: str = ""
+    text_cols: int = 1
+    figure: str = ""  # a figure file name shown with this table (HTML)
+    show_title: bool = False  # print the title above the table (the section title names it else)
+
+
+@dataclass
+class Section:
+    title: str
+    tables: list[Table]
+    note: str = ""
+    items: list[str] = field(default_factory=list)  # a bullet list instead of / after tables
+
+
+# ---------------------------------------------------------------------- formatting helpers
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def interval(p: dict[str, Any] | None) -> str:
+    if p is None or p.get("value") is None:
+        return ""
+    return f"[{100 * p['ci'][0]:.1f}, {100 * p['ci'][1]:.1f}]"
 
 
 def fmt_prop(p: dict[str, Any] | None, with_n: bool = False) -> str:
     """``"63.0 [55.1, 70.2]"`` in percent (``"—"`` when missing)."""
     if p is None or p.get("value") is None:
         return "—"
-    s = f"{100 * p['value']:.1f} [{100 * p['ci'][0]:.1f}, {100 * p['ci'][1]:.1f}]"
+    s = f"{pct(p['value'])} {interval(p)}"
     return f"{s} (n={p['n']})" if with_n else s
 
 
-def _md_cell(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+def prop_cell(p: dict[str, Any] | None, cls: str = "", note: str = "") -> Cell:
+    if p is None or p.get("value") is None:
+        return Cell("—", sort="")
+    title = f"n = {p['n']}" + (f"; {note}" if note else "")
+    return Cell(pct(p["value"]), interval(p), p["value"], cls, title)
+
+
+def eps_display(eps: float | None, unit: str | None) -> str:
+    """``1 cm`` for 0.01 m; data units otherwise (``0.5 u``)."""
+    if eps is None:
+        return "?"
+    if unit in _CM:
+        return f"{eps * _CM[unit]:g} cm"
+    return f"{eps:g} {unit or 'data units'}"
+
+
+def eps_unit(unit: str | None) -> tuple[float, str]:
+    """(factor, label) that turns eps in ``unit`` into what boards show (cm when metric)."""
+    return (_CM[unit], "cm") if unit in _CM else (1.0, unit or "data units")
+
+
+def threat_label(t: dict[str, Any] | None, name: str = "") -> str:
+    """``L∞, ε = 1 cm`` (+ ``, bone lengths ±1%``, ``, joints 0,3``, ``, frames 0-32``)."""
+    if not t or "norm" not in t:
+        return name or "?"
+    unit = t.get("unit", "m")  # a ThreatModel's default unit
+    s = f"{_NORM.get(t['norm'], t['norm'])}, ε = {eps_display(t.get('eps'), unit)}"
+    if t.get("preserve_bones"):
+        s += f", bone lengths ±{100 * float(t.get('bone_tolerance') or 0):g}%"
+    if t.get("joints"):
+        s += ", joints " + ",".join(str(j) for j in t["joints"])
+    if t.get("frames"):
+        s += f", frames {t['frames'][0]}-{t['frames'][1]}"
+    return s
+
+
+def family_label(family: str) -> str:
+    """A threat family (threat model without eps, canonical JSON) in words: ``L∞``."""
+    try:
+        d = json.loads(family)
+    except (json.JSONDecodeError, TypeError):
+        return family.replace("-eps*", "")
+    return threat_label({**d, "eps": None}).replace(", ε = ?", "")
+
+
+def threat_of(board: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((t for t in board["threat_models"] if t["name"] == name), {"name": name})
+
+
+def attack_config(board: dict[str, Any], a: dict[str, Any]) -> dict[str, Any] | None:
+    return (board.get("attack_configs") or {}).get(a.get("config_sha256") or "")
+
+
+def budget(cfg: dict[str, Any] | None) -> str:
+    """``10 it.``, ``100 it., 5 restarts``, ``budget 1000 q.`` from an attack config entry."""
+    if not cfg:
+        return ""
+    c = cfg.get("config") or {}
+    parts = []
+    for k, label in _BUDGET_FIELDS:
+        v = c.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and (label == "it." or v > 1):
+            parts.append(f"{v} {label}")
+    if cfg.get("budget") is not None:
+        parts.append(f"≤{cfg['budget']} queries")
+    return ", ".join(dict.fromkeys(parts))
+
+
+def config_text(c: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(c.items()))
+
+
+def attack_columns(entries: list[dict[str, Any]], knowledge: str | None = None) -> list[str]:
+    """Attack keys of ``entries`` (of one knowledge level when given), white-box first, then
+    transfer, query, no-box; by name within."""
+    kinds: dict[str, str] = {}
+    for e in entries:
+        for k, a in e["attacks"].items():
+            kinds.setdefault(k, a["knowledge"])
+    keys = [k for k in kinds if knowledge is None or kinds[k] == knowledge]
+    return sorted(keys, key=lambda k: (KNOWLEDGE_ORDER.get(kinds[k], 9), k))
 
 
 def threat_groups(board: dict[str, Any]) -> list[tuple[str, bool, list[dict[str, Any]]]]:
@@ -50,73 +192,281 @@ def threat_groups(board: dict[str, Any]) -> list[tuple[str, bool, list[dict[str,
     )
 
 
+def row_name(e: dict[str, Any]) -> str:
+    return e["victim"] if e["defense"] == "none" else f"{e['victim']}+{e['defense']}"
+
+
+def _families(entries: list[dict[str, Any]]) -> list[str]:
+    kinds = {k for e in entries for k in (e.get("families") or {})}
+    return sorted(kinds, key=lambda k: KNOWLEDGE_ORDER.get(k, 9))
+
+
+def _flags_cell(e: dict[str, Any]) -> Cell:
+    codes = ", ".join(sorted({f["code"] for f in e["flags"]}))
+    return Cell(codes, sort=codes, cls="t flag", title="\n".join(f["message"] for f in e["flags"]))
+
+
+# ---------------------------------------------------------------------- sections
+
+
+def board_sections(board: dict[str, Any]) -> list[Section]:
+    """Everything a rendered board shows, in order (see the module docstring)."""
+    out: list[Section] = []
+    groups = threat_groups(board)
+    for threat, primary, entries in groups:
+        if not primary:
+            continue
+        label = threat_label(threat_of(board, threat), threat)
+        entries = sorted(entries, key=row_name)
+        out.append(Section(f"Threat model {label}", [_headline(board, entries)]))
+        for kind in KNOWLEDGE_ORDER:
+            if kind == "transfer":
+                mats = [t for t in board["transfer"] if t["threat"] == threat]
+                if mats:
+                    out.append(_transfer_section(mats, label))
+                continue
+            cols = attack_columns(entries, kind)
+            if cols:
+                title = f"{FAMILY_TITLES[kind]} attacks, {label}: robust accuracy (%)"
+                out.append(Section(title, [_attack_table(board, entries, cols, title)]))
+    sweeps = [(t, es) for t, p, es in groups if not p]
+    if sweeps:
+        tables = []
+        for threat, entries in sweeps:
+            cols = attack_columns(entries)
+            tables.append(_attack_table(board, sorted(entries, key=row_name), cols,
+                                        threat_label(threat_of(board, threat), threat), worst=True))  # fmt: skip
+        for t in tables:
+            t.show_title = True
+        tables[-1].figure = "robust_vs_eps.png"
+        out.append(Section("Robust accuracy against ε (eps sweeps)", tables,
+                           "the same attacks at other radii; worst case over the attacks run at this radius"))  # fmt: skip
+    if board.get("victims"):
+        out.append(Section("Victims", [_victims_table(board)]))
+    if board.get("attack_configs"):
+        out.append(Section("Attack configurations", [_configs_table(board)],
+                           "every field each attack ran with; board.json has them under attack_configs"))  # fmt: skip
+    flags = [f"{row_name(e)} / {e['threat']}: **{f['code']}**: {f['message']}"
+             for e in board["entries"] for f in e["flags"]]  # fmt: skip
+    if flags:
+        out.append(Section("Flags", [], items=flags))
+    if board["invalid_cells"]:
+        rows = [
+            [Cell(str(c.get(k) if c.get(k) is not None else ""), sort=str(c.get(k)), cls="t")
+             for k in ("status", "victim", "attack", "surrogate", "threat", "seed", "reason")]
+            for c in board["invalid_cells"]
+        ]  # fmt: skip
+        head = ["status", "victim", "attack", "surrogate", "threat", "seed", "reason"]
+        out.append(Section("Invalid and failed cells (excluded from every number)",
+                           [Table("invalid cells", head, rows, text_cols=7)]))  # fmt: skip
+    return out
+
+
+def _headline(board: dict[str, Any], entries: list[dict[str, Any]]) -> Table:
+    fams = _families(entries)
+    head = ["victim", "clean", "worst case", *(FAMILY_TITLES.get(k, k) for k in fams), "flags"]
+    sub = ["", "", "all attacks", *(_family_sub(entries, k) for k in fams), ""]
+    rows = []
+    for e in entries:
+        row = [Cell(row_name(e), sort=row_name(e), cls="t", title=e.get("weights_sha256") or ""),
+               prop_cell(e["clean_accuracy"]), prop_cell(e["worst_case"], "worst")]  # fmt: skip
+        for k in fams:
+            f = (e.get("families") or {}).get(k)
+            row.append(prop_cell(f["worst_case"]) if f else Cell("—", sort=""))
+        row.append(_flags_cell(e))
+        rows.append(row)
+    note = (
+        "robust accuracy (%) with the 95% Wilson interval; worst case: a clip counts only if it "
+        "survives every attack of its row (per sample), the diagonal transfer cells (surrogate = "
+        "victim, white-box in effect) excluded; a family column is the worst case over that "
+        "family's attacks"
+    )
+    return Table("headline", head, rows, sub, note)
+
+
+def _family_sub(entries: list[dict[str, Any]], kind: str) -> str:
+    n = max(
+        (e["families"][kind]["attacks"] for e in entries if kind in (e.get("families") or {})),
+        default=0,
+    )
+    return f"worst of {n}" if n != 1 else "1 attack"
+
+
+def _attack_table(
+    board: dict[str, Any],
+    entries: list[dict[str, Any]],
+    cols: list[str],
+    title: str,
+    worst: bool = False,
+) -> Table:
+    first = {c: next(e["attacks"][c] for e in entries if c in e["attacks"]) for c in cols}
+    head = ["victim", "clean", *cols, *(["worst case"] if worst else [])]
+    sub = [
+        "",
+        "",
+        *(budget(attack_config(board, first[c])) for c in cols),
+        *([""] if worst else []),
+    ]
+    rows = []
+    for e in entries:
+        row = [Cell(row_name(e), sort=row_name(e), cls="t"), prop_cell(e["clean_accuracy"])]
+        for c in cols:
+            a = e["attacks"].get(c)
+            row.append(prop_cell(a["robust_accuracy"]) if a else Cell("—", sort=""))
+        if worst:
+            row.append(prop_cell(e["worst_case"], "worst"))
+        rows.append(row)
+    return Table(title, head, rows, sub)
+
+
+def _transfer_section(mats: list[dict[str, Any]], label: str) -> Section:
+    tables = []
+    for t in mats:
+        diag = {tuple(rc) for rc in t.get("diagonal") or []}
+        rows = []
+        for r, (s, row) in enumerate(zip(t["surrogates"], t["success_rate"], strict=True)):
+            cells = [Cell(s, sort=s, cls="t")]
+            for c, p in enumerate(row):
+                if (r, c) in diag:
+                    cell = prop_cell(
+                        p,
+                        "diag",
+                        "diagonal: surrogate = victim (white-box in effect), not in the mean",
+                    )
+                    cell.sub = f"{cell.sub} diag.".strip()
+                    cells.append(cell)
+                else:
+                    cells.append(prop_cell(p))
+            rows.append(cells)
+        off = t.get("off_diagonal")
+        mean = (
+            f": off-diagonal {fmt_prop(off)}"
+            if off is not None and off["value"] is not None
+            else ""
+        )
+        tables.append(
+            Table(
+                f"{t['attack']}{mean}",
+                ["surrogate \\ victim", *t["victims"]],
+                rows,
+                show_title=True,
+            )
+        )
+    tables[-1].figure = "transfer_heatmap.png"
+    note = (
+        "success rate (%) over the clips surrogate and victim both classify correctly; rows: the "
+        "surrogate the examples were made on, columns: the victim; diag. = the surrogate is the "
+        "victim (white-box in effect), kept out of the off-diagonal mean (pooled over the other pairs) "
+        "and out of every worst case"
+    )
+    return Section(f"Transfer attacks, {label}: success rate (%)", tables, note)
+
+
+def _victims_table(board: dict[str, Any]) -> Table:
+    head = [
+        "victim",
+        "architecture",
+        "paper",
+        "parameters",
+        "trained on",
+        "recipe",
+        "weights sha256",
+    ]
+    rows = []
+    for vid, v in sorted(board["victims"].items()):
+        tr = v.get("training") or {}
+        rec = tr.get("recipe") or {}
+        recipe = ", ".join(
+            f"{k} {rec[k]}" for k in ("epochs", "lr", "batch_size", "augment") if k in rec
+        )
+        data = f"{tr.get('dataset') or '?'} ({str(tr.get('dataset_sha256') or '')[:12]})"
+        rows.append([
+            Cell(vid, sort=vid, cls="t"), Cell(str(v.get("architecture") or v.get("error") or "?"), cls="t"),
+            Cell(str(v.get("paper") or ""), cls="t wrap"), Cell(f"{v['num_parameters']:,}" if v.get("num_parameters") else "", sort=v.get("num_parameters")),
+            Cell(data, cls="t", title=str(tr.get("command") or "")), Cell(recipe, cls="t"),
+            Cell(str(v.get("weights_sha256") or "")[:16], cls="t", title=str(v.get("weights_sha256") or "")),
+        ])  # fmt: skip
+    return Table("victims", head, rows, text_cols=7)
+
+
+def _configs_table(board: dict[str, Any]) -> Table:
+    used: dict[str, list[str]] = {}
+    for e in board["entries"]:
+        for a in e["attacks"].values():
+            base = a["attack"]
+            if a.get("config_sha256"):
+                used.setdefault(a["config_sha256"], [])
+                if base not in used[a["config_sha256"]]:
+                    used[a["config_sha256"]].append(base)
+    rows = []
+    for sha, a in board["attack_configs"].items():
+        ids = ", ".join(used.get(sha, [])) or a["name"]
+        rows.append([Cell(ids, sort=ids, cls="t"), Cell(a["name"], cls="t"), Cell(a.get("knowledge", ""), cls="t"),
+                     Cell(budget(a), cls="t"), Cell(config_text(a["config"]), cls="t cfg"), Cell(sha[:12], cls="t", title=sha)])  # fmt: skip
+    rows.sort(key=lambda r: r[0].text)
+    return Table(
+        "attack configurations",
+        ["attack", "name", "knowledge", "budget", "config", "sha256"],
+        rows,
+        text_cols=6,
+    )
+
+
+# ---------------------------------------------------------------------- Markdown
+
+
+def _md(s: Any) -> str:
+    return str(s).replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+
+
+def header_lines(board: dict[str, Any]) -> list[str]:
+    """The board's provenance line items (dataset, subset, schema, generator)."""
+    ds, sub = board["dataset"], board["subset"]
+    return [
+        f"dataset {ds['name']} (sha256 {str(ds['hash'])[:16]})",
+        f"subset n = {sub['n']} (sha256 {str(sub['hash'])[:16]})",
+        f"schema {board['schema']}, robench {board['generated_by']['robench']}",
+    ]
+
+
 def render_markdown(board: dict[str, Any]) -> str:
-    """Markdown: per threat model a victim x attack table of robust accuracy (%, 95% CI), clean
-    accuracy and worst case; then the transfer matrices, flags and invalid cells."""
-    b, ds, sub = board["benchmark"], board["dataset"], board["subset"]
+    """The board as Markdown: the sections of :func:`board_sections`."""
+    b = board["benchmark"]
     ver = f" v{b['version']}" if b.get("version") is not None else ""
     out = [f"# robench board: {b['id']}{ver}", ""]
     if b.get("description"):
         out += [b["description"], ""]
-    out += [
-        f"- dataset: {ds['name']} (sha256 {str(ds['hash'])[:16]})",
-        f"- subset: n = {sub['n']} (sha256 {str(sub['hash'])[:16]})",
-        f"- schema: {board['schema']}; generated by robench {board['generated_by']['robench']}",
-        "- numbers: accuracy in %, with the 95% Wilson interval; worst case = robust to every attack "
-        "of the row (per sample) except the diagonal transfer cells (marked *diag.*: surrogate = "
-        "victim, white-box in effect)",
-        "",
-    ]
-    for threat, primary, entries in threat_groups(board):
-        cols = attack_columns(entries)
-        out += [f"## Threat model {threat}" + ("" if primary else " (eps sweep)"), ""]
-        head = ["victim", "defense", "clean", *cols, "worst case", "flags"]
-        out += ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-        for e in sorted(entries, key=lambda e: (e["victim"], e["defense"])):
-            row = [e["victim"], e["defense"], fmt_prop(e["clean_accuracy"])]
-            row += [
-                fmt_prop(e["attacks"][c]["robust_accuracy"])
-                + (" *diag.*" if e["attacks"][c].get("diagonal") else "")
-                if c in e["attacks"]
-                else "—"
-                for c in cols
+    out += [f"- {line}" for line in header_lines(board)] + [""]
+    for sec in board_sections(board):
+        out += [f"## {sec.title}", ""]
+        if sec.note:
+            out += [f"_{_md(sec.note)}_", ""]
+        for t in sec.tables:
+            if t.show_title:
+                out += [f"**{_md(t.title)}**", ""]
+            head = [
+                h + (f" ({s})" if s else "")
+                for h, s in zip(t.head, t.head_sub or [""] * len(t.head), strict=False)
             ]
-            row += [
-                fmt_prop(e["worst_case"], with_n=True),
-                ", ".join(sorted({f["code"] for f in e["flags"]})),
-            ]
-            out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-        out.append("")
-    for t in board["transfer"]:
-        out += [
-            f"## Transfer success rate: {t['attack']}, {t['threat']} (rows: surrogate, columns: victim)",
-            "",
-        ]
-        out += ["| surrogate \\ victim | " + " | ".join(_md_cell(v) for v in t["victims"]) + " |"]
-        out += ["|" + "---|" * (len(t["victims"]) + 1)]
-        for s, row in zip(t["surrogates"], t["success_rate"], strict=True):
-            out.append("| " + " | ".join([_md_cell(s), *(fmt_prop(p) for p in row)]) + " |")
-        out.append("")
-    flags = [(e, f) for e in board["entries"] for f in e["flags"]]
-    if flags:
-        out += ["## Flags", ""]
-        out += [f"- {_md_cell(e['victim'])} / {_md_cell(e['defense'])} / {e['threat']}: **{f['code']}**: "
-                f"{_md_cell(f['message'])}" for e, f in flags]  # fmt: skip
-        out.append("")
-    if board["invalid_cells"]:
-        out += ["## Invalid and failed cells (excluded from every number)", ""]
-        out += [f"- {c['status']}: {_md_cell(c['attack'])}{'<-' + _md_cell(c['surrogate']) if c.get('surrogate') else ''} "
-                f"on {_md_cell(c['victim'])} ({c['threat']}, seed {c['seed']}): "
-                f"{_md_cell(c['reason'])}" for c in board["invalid_cells"]]  # fmt: skip
-        out.append("")
+            out += ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
+            for row in t.rows:
+                out.append("| " + " | ".join(_md(f"{c.text} {c.sub}".strip()) for c in row) + " |")
+            out.append("")
+            if t.note:
+                out += [_md(t.note), ""]
+        out += [f"- {_md(i)}" for i in sec.items]
+        if sec.items:
+            out.append("")
     return "\n".join(out)
 
+
+# ---------------------------------------------------------------------- CSV
 
 CSV_COLUMNS = [
     "benchmark", "threat", "primary", "victim", "defense", "weights_sha256",
     "clean_accuracy", "clean_lo", "clean_hi", "clean_n",
     "worst_case", "worst_case_lo", "worst_case_hi", "worst_case_n",
-    "attack_key", "attack", "knowledge", "surrogate", "diagonal", "seed",
+    "attack_key", "attack", "knowledge", "surrogate", "diagonal", "seed", "config_sha256",
     "robust_accuracy", "robust_lo", "robust_hi", "n",
     "success_rate", "success_lo", "success_hi", "n_eligible",
     *[f"success_mean_{k}" for k in (*STAT_KEYS, "queries")],
@@ -141,7 +491,7 @@ def render_csv(board: dict[str, Any]) -> str:
             a = e["attacks"][key]
             row = dict(base, attack_key=key, attack=a["attack"], knowledge=a["knowledge"],
                        surrogate=a["surrogate"], diagonal=bool(a.get("diagonal")),
-                       seed=a["seed"])  # fmt: skip
+                       seed=a["seed"], config_sha256=a.get("config_sha256"))  # fmt: skip
             row.update(_pcols("robust", a["robust_accuracy"], "robust_accuracy"))
             row.update(_pcols("success", a["success_rate"], "success_rate"))
             row["n_eligible"] = row.pop("success_n")

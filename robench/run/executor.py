@@ -74,7 +74,7 @@ def run_plan(
             try:
                 if workers == 1 or len(todo) <= 1:
                     for cell in todo:
-                        bar.set_postfix_str(_label(cell), refresh=False)
+                        bar.set_postfix_str(f"running {_label(cell)}", refresh=True)
                         rec = plan.run_cell(cell)
                         store.write_cell(dict(rec["cell"], run_id=run_id), rec["samples"])
                         bar.update(1)
@@ -108,8 +108,16 @@ def _run_parallel(
         units.setdefault(c.gen_key or c.key, []).append(c)
     plan.threads = max(1, (os.cpu_count() or 1) // workers)
 
+    running: dict[str, str] = {}
+
     def unit(cells: list[Cell]) -> list[dict[str, Any]]:
-        return [plan.run_cell(c) for c in cells]
+        out = []
+        for c in cells:
+            running[cells[0].key] = _label(c)
+            bar.set_postfix_str("running " + "; ".join(sorted(running.values())), refresh=True)
+            out.append(plan.run_cell(c))
+        running.pop(cells[0].key, None)
+        return out
 
     with ThreadPoolExecutor(workers) as pool:
         for fut in as_completed([pool.submit(unit, u) for u in units.values()]):

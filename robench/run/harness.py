@@ -46,6 +46,7 @@ from robench.errors import ConfigError, RobenchError, ThreatViolation
 from robench.io import atomic_write, atomic_write_text
 from robench.ops.artifacts import code_version
 from robench.run.cells import Cell, canonical_json, derive_seed, expand_cells, weights_sha
+from robench.run.checks import check_classes, check_threats
 from robench.run.judge import (
     SPOT_SAMPLES,
     HarnessCompromised,
@@ -62,6 +63,7 @@ from robench.run.spec import Benchmark, VictimSpec, subset_hash
 from robench.run.store import Store
 from robench.run.worker import AttackJob, WorkerError, run_job
 from robench.threat import ThreatModel
+from robench.zoo import victim_provenance
 
 _RANDOM_CHECK = 8  # samples forwarded twice to detect a randomised forward pass
 
@@ -488,19 +490,6 @@ def _one_line(e: BaseException) -> str:
     return s[:1000] or type(e).__name__
 
 
-def _check_threats(bench: Benchmark, data: Any) -> None:
-    for a in bench.attacks:
-        for t in bench.threats_for(a):
-            if t.unit != data.unit:
-                raise ConfigError(
-                    f"expected threat unit {data.unit!r} (the data set's), got {t.unit!r} in {bench.source} field 'threats'"
-                )
-            if t.topology_obj.num_joints != data.topology.num_joints:
-                raise ConfigError(
-                    f"expected a threat topology with {data.topology.num_joints} joints, got {t.topology_obj.name!r} in {bench.source} field 'threats'"
-                )
-
-
 def prepare(bench: Benchmark, out_dir: str | Path, device: str | torch.device = "cpu") -> Plan:
     """Load the data set and subset, write ``subset.json`` and ``benchmark.json``, expand the cells."""
     dev = resolve_device(device)
@@ -513,7 +502,8 @@ def prepare(bench: Benchmark, out_dir: str | Path, device: str | torch.device = 
     if data.split and bench.split != "train" and "train" in set(data.split):
         train = data.get_split("train")
         train = train.by_ids(bench.attacker_data.select(train.ids, "attacker_data"))
-    _check_threats(bench, data)
+    check_threats(bench, data)
+    check_classes(bench, data)
     shash = subset_hash(ids)
     plan = Plan(
         bench=bench,
@@ -546,6 +536,7 @@ def board_meta(plan: Plan) -> dict[str, Any]:
         "subset_hash": plan.subset_hash,
         "subset_n": len(plan.ids),
         "threat_models": [t.to_dict() for t in b.threats],
+        "victims": {v.key: victim_provenance(v.source, v.defense) for v in b.victims},
     }
 
 

@@ -45,6 +45,31 @@ def _attack_overrides(attack_name: str, steps: int | None) -> dict[str, Any]:
     )
 
 
+def trained_victim(name: str, checkpoint: str | None = None) -> nn.Module:
+    """The trained model a one-off run attacks: a zoo name (``stgcn.synth_ntu25``), a ``.pt`` path,
+    or an architecture name with ``checkpoint`` (whose metadata must name that architecture). A bare
+    architecture name is refused: attacking an untrained network measures nothing."""
+    from robench.victim import VICTIMS
+    from robench.zoo import create_victim, names
+    from robench.zoo.checkpoint import load_victim, read_metadata
+
+    if checkpoint is not None:
+        arch = read_metadata(checkpoint)["arch"]
+        if name != arch and not name.endswith(".pt") and "." not in name:
+            raise ConfigError(
+                f"expected --checkpoint of architecture {name!r}, got one of {arch!r} in {checkpoint}"
+            )
+        return load_victim(checkpoint)
+    if not name.endswith(".pt") and "." not in name and name in VICTIMS:
+        shipped = [n for n in names() if n.split(".")[0] == name]
+        hint = f" such as {shipped[0]!r}" if shipped else ""
+        raise ConfigError(
+            f"expected a trained victim (a zoo name{hint}, a .pt checkpoint or --checkpoint FILE.pt), "
+            f"got untrained architecture {name!r} in argument 'VICTIM' (`robench train {name}` trains one)"
+        )
+    return create_victim(name)
+
+
 def _device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -112,9 +137,13 @@ def run_one_off(
     if dataset is None:
         dataset = open_dataset("synth-ntu25", seed=0).get_split("test")  # = synth.generate(seed=0)
     if model is None:
-        from robench.zoo import create_victim
-
-        model = create_victim(victim_name)
+        model = trained_victim(victim_name)
+    k = getattr(getattr(model, "config", None), "num_classes", None)
+    if k is not None and k != dataset.num_classes:
+        raise ConfigError(
+            f"expected a victim with {dataset.num_classes} classes (the data set {dataset.name!r} has), "
+            f"got {k} for victim {victim_name!r}"
+        )
     model.eval()  # evaluation only; the attack never switches modes
     threat = ThreatModel(norm=norm, eps=eps, unit=dataset.unit, topology=dataset.topology)
     device = _device_of(model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robench.errors import ConfigError
+from robench.errors import ConfigError, RobenchError
 from robench.victim import VICTIMS, Victim, build_victim
 from robench.zoo.checkpoint import load_victim, read_metadata
 
@@ -49,6 +49,47 @@ def create_victim(name: str, **config: Any) -> Victim:
     if name not in VICTIMS:
         raise VICTIMS.unknown(name, extra_names=names())
     return build_victim(name, **config)
+
+
+def checkpoint_path(source: str) -> Path:
+    """The ``.pt`` file of a zoo name or a ``.pt`` path."""
+    return Path(source) if source.endswith(".pt") else zoo_dir() / f"{source}.pt"
+
+
+def provenance(source: str) -> dict[str, Any]:
+    """Model-info fields of a trained victim (zoo name or ``.pt`` path), in the spirit of
+    RobustBench's model cards: architecture and its paper, parameter count, weights sha256 and what
+    it was trained on (data set name and fingerprint, the command and the training recipe, clean
+    accuracy as recorded). Read from the checkpoint's metadata."""
+    path = checkpoint_path(source)
+    meta = read_metadata(path)
+    arch = str(meta["arch"])
+    cls = VICTIMS.get(arch) if arch in VICTIMS else None
+    return {
+        "source": path.name if source.endswith(".pt") else source,
+        "architecture": arch,
+        "paper": (getattr(cls, "paper", "") or None) if cls is not None else None,
+        "num_parameters": meta.get("num_parameters"),
+        "weights_sha256": meta["weights_sha256"],
+        "config": meta["config"],
+        "training": {
+            "dataset": meta.get("dataset"),
+            "dataset_sha256": meta.get("dataset_sha256"),
+            "command": meta.get("command"),
+            "recipe": meta.get("train"),
+            "clean_accuracy": meta.get("clean_accuracy"),
+            "clean_accuracy_split": meta.get("clean_accuracy_split"),
+        },
+    }
+
+
+def victim_provenance(source: str, defense: str | None = None) -> dict[str, Any]:
+    """:func:`provenance` plus the defense; ``{"source", "error"}`` when the metadata is unreadable
+    (the victim's cells say why; a board still shows the rest)."""
+    try:
+        return {**provenance(source), "defense": defense}
+    except RobenchError as e:
+        return {"source": Path(source).name, "error": str(e).splitlines()[0], "defense": defense}
 
 
 def entries() -> list[dict[str, Any]]:
