@@ -14,6 +14,7 @@ Each mutant is written over the source file (the original is restored afterwards
 the target's tests run with ``pytest -x``, and the mutant is *killed* when they fail (or time out)
 and *survives* when they pass. ``--sample N`` runs a deterministic sample of N mutants per target
 (seed ``--seed``); the report (``--out``, JSON) lists every survivor with its line and mutation.
+Targets in ``SLOW`` (their tests run whole benchmarks) run only when named with ``--only``.
 
     .venv/bin/python .ci/mutation.py --sample 40 --out mutation.json
 """
@@ -79,10 +80,33 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "aggregate": (
         "robench/report/aggregate.py",
         ("prepare", "cell_summary", "_per_sample_worst", "aggregate", "_beats_white_box",
-         "transfer_matrices", "proportion"),
+         "transfer_matrices", "proportion", "config_part", "attack_config_sha256"),
         ("tests/test_aggregate.py", "tests/test_board.py"),
     ),
+    "render": (
+        "robench/report/render.py",
+        ("eps_display", "threat_label", "family_label", "budget", "board_sections", "_headline",
+         "_attack_table", "_transfer_section"),
+        ("tests/test_board.py",),
+    ),
+    "figures": (
+        "robench/report/figures.py",
+        ("transfer_heatmap", "robust_vs_eps", "_unit"),
+        ("tests/test_board.py",),
+    ),
+    "evaluate": (
+        "robench/run/evaluate.py",
+        ("parse_threat", "_build_attacks", "evaluate"),
+        ("tests/test_evaluate.py",),
+    ),
+    "cli": (
+        "robench/commands/run.py",
+        ("_broken", "run_cmd"),
+        ("tests/test_cli_conventions.py",),
+    ),
 }  # fmt: skip
+
+SLOW = {"cli", "evaluate"}  # whole benchmark runs per mutant: only with --only
 
 _ARITH = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}
 _CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
@@ -203,7 +227,7 @@ def main() -> int:
     ap.add_argument("--out", default="mutation.json")
     args = ap.parse_args()
     report: dict = {"targets": {}, "started": time.time()}
-    for name in args.only or sorted(TARGETS):
+    for name in args.only or sorted(set(TARGETS) - SLOW):
         rel, funcs, tests = TARGETS[name]
         tests = tuple(t for t in tests if (ROOT / t).exists())
         path = ROOT / rel

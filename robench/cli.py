@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sqlite3
 import sys
 
 import click
@@ -49,7 +50,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as e:
         return e.exit_code
+    except OSError as e:  # a folder or disk the user can fix: one line, never a traceback
+        from pathlib import Path
+
+        from robench.io import write_error
+
+        err = write_error(e, Path(e.filename or "?"))
+        text = str(err) if err is not e else f"{e.strerror or e} at {e.filename or '?'}"
+        click.echo(f"robench: error: {text}", err=True)
+        return 2
+    except sqlite3.Error as e:
+        click.echo(f"robench: error: results database: {_sqlite_text(e)}", err=True)
+        return 2
     return 0
+
+
+def _sqlite_text(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "disk is full" in text:
+        return "expected free disk space, got the disk full"
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,11 @@ registry imports every module of its plugin package (``robench.victims`` ...) an
 its group (``robench.victims`` for third-party packages), so adding a plugin is adding one file.
 A duplicate name raises; an unknown name raises with the closest registered names.
 
+A plugin that fails to import (a syntax error, a missing dependency, an entry point naming a missing
+module, a duplicate name) is isolated: its names are unavailable, one warning line on stderr names
+the file or entry point and the error (also kept in ``Registry.broken``), and every other plugin and
+command keeps working. Looking up a name that only the broken plugin could have provided says so.
+
 A plugin may also register a *family*: ``@ATTACKS.register_family("torchattacks")`` on a class whose
 constructor takes the member's name first, so ``torchattacks:PGD`` resolves to that class built with
 ``"PGD"`` without the core naming the plugin module.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -23,6 +29,7 @@ from typing import Generic, TypeVar
 from robench.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
+WARN = True  # print the one-line warning for a broken plugin (the attack workers' preload: False)
 
 
 def suggest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
@@ -45,6 +52,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._families: dict[str, T] = {}
         self._loaded = False
+        self.broken: list[str] = []  # one line per plugin that failed to load
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering an object under ``name``; a duplicate name raises ConfigError."""
@@ -100,9 +108,22 @@ class Registry(Generic[T]):
         pkg = importlib.import_module(self.package)
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
             if not info.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{info.name}")
+                where = f"{getattr(info.module_finder, 'path', self.package)}/{info.name}.py"
+                self._guarded(
+                    where, lambda n=info.name: importlib.import_module(f"{self.package}.{n}")
+                )
         for ep in entry_points(group=self.group):
-            ep.load()
+            self._guarded(f"entry point {ep.name} = {ep.value}", ep.load)
+
+    def _guarded(self, where: str, load: Callable[[], object]) -> None:
+        try:
+            load()
+        except Exception as e:  # noqa: BLE001 - isolate the plugin, keep the others
+            first = (str(e).splitlines() or [""])[0]
+            line = f"{self.kind} plugin {where} failed to load ({type(e).__name__}: {first}); its names are unavailable"
+            self.broken.append(line)
+            if WARN:
+                print(f"robench: warning: {line}", file=sys.stderr)
 
     def names(self) -> list[str]:
         self.load_plugins()
@@ -123,6 +144,8 @@ class Registry(Generic[T]):
         pool = list(self._items) + list(extra_names)
         close = suggest(name, pool)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        if self.broken:
+            hint += f"; {len(self.broken)} {self.kind} plugin(s) failed to load (see the warnings)"
         return UnknownNameError(
             f"unknown {self.kind} {name!r}{hint} (registered: {len(pool)}; list them with "
             f"`robench list {self.kind}s`; {self.how_to})"

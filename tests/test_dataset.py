@@ -26,7 +26,7 @@ def test_split_and_ids(tiny_set):
 
 def _save_raw(path, **arrays):
     base = {
-        "x": np.zeros((2, 3, 4, 25, 1), np.float32),
+        "x": np.ones((2, 3, 4, 25, 1), np.float32),
         "y": np.array([0, 1]),
         "ids": np.array(["a", "b"]),
         "class_names": np.array(["p", "q"]),
@@ -49,6 +49,15 @@ def _save_raw(path, **arrays):
         ({"topology": np.array("ntu52")}, "unknown topology 'ntu52'"),
         ({"x": np.zeros((2, 3, 4, 18, 1), np.float32)}, "V = 25"),
         ({"y": None}, "key 'y'"),
+        ({"x": np.ones((2, 3, 0, 25, 1), np.float32)}, "at least one frame, got T = 0"),
+        (
+            {"x": np.stack([np.ones((3, 4, 25, 1)), np.zeros((3, 4, 25, 1))]).astype(np.float32)},
+            "empty clip \\(all frames zero\\) at sample 1 \\(b\\)",
+        ),
+        (
+            {"subject": np.array(["p1", "p2"])},
+            "integer performer ids, got dtype <U2 in .* field 'subject'",
+        ),
     ],
 )
 def test_malformed_npz_names_the_field(tmp_path, arrays, match):

@@ -57,7 +57,7 @@ def _broken(counts: dict[str, int], allow_invalid: bool = False) -> str | None:
 
 
 def _run(
-    benchmark: str, out: str | None, workers: int, device: str, quiet: bool
+    benchmark: str, out: str | None, workers: int, device: str, quiet: bool, retry_failed: bool
 ) -> tuple[Any, Any, Any]:
     from robench.run.benchmark import load_benchmark
     from robench.run.executor import run_plan
@@ -73,7 +73,9 @@ def _run(
             f"robench {bench.id}: {len(plan.cells)} cells on {len(plan.ids)} clips of {plan.data.name}",
             err=True,
         )
-    store = run_plan(plan, workers=workers, progress=not quiet, argv=sys.argv)
+    store = run_plan(
+        plan, workers=workers, progress=not quiet, argv=sys.argv, retry_failed=retry_failed
+    )
     return bench, store, plan
 
 
@@ -81,6 +83,11 @@ ALLOW_INVALID = click.option(
     "--allow-invalid",
     is_flag=True,
     help="Exit 0 even when cells ended invalid (they still enter no number).",
+)
+RETRY_FAILED = click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Re-run invalid cells too (they are re-run anyway when their checkpoints or plugin change).",
 )
 
 
@@ -103,6 +110,7 @@ ALLOW_INVALID = click.option(
 )
 @click.option("--no-board", is_flag=True, help="Only fill the results store.")
 @ALLOW_INVALID
+@RETRY_FAILED
 def run_cmd(
     benchmark: str,
     out: str | None,
@@ -112,6 +120,7 @@ def run_cmd(
     board_out: str | None,
     no_board: bool,
     allow_invalid: bool,
+    retry_failed: bool,
 ) -> None:
     """Run BENCHMARK (a built-in name such as quick/smoke, or a YAML file; default: quick).
 
@@ -121,7 +130,7 @@ def run_cmd(
     when a cell ended in error (an attack crashed, or its worker died or exited) or invalid (unless
     --allow-invalid), or no cell finished ok; exit 2 on user errors.
     """
-    bench, store, plan = _run(benchmark, out, workers, device, quiet)
+    bench, store, plan = _run(benchmark, out, workers, device, quiet, retry_failed)
     click.echo(f"{bench.id}: {_status_line(store, plan)} -> {store.path}")
     broken = _broken(_counts(store, plan), allow_invalid)
     if not no_board:
@@ -217,6 +226,7 @@ def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
     help="Fail only when robustness falls (an improvement beyond the interval is only reported).",
 )
 @ALLOW_INVALID
+@RETRY_FAILED
 def regress_cmd(
     benchmark: str,
     baseline: str,
@@ -227,6 +237,7 @@ def regress_cmd(
     quiet: bool,
     only_drops: bool,
     allow_invalid: bool,
+    retry_failed: bool,
 ) -> None:
     """Re-run BENCHMARK and fail (exit 1) when a robust accuracy moved against --baseline.
 
@@ -247,7 +258,7 @@ def regress_cmd(
         tmp = tempfile.TemporaryDirectory(prefix="robench-regress-")
         out = tmp.name
     try:
-        bench, store, plan = _run(benchmark, out, workers, device, quiet)
+        bench, store, plan = _run(benchmark, out, workers, device, quiet, retry_failed)
         base_id = (base.get("benchmark") or {}).get("id")
         if base_id and base_id != bench.id:
             raise ConfigError(

@@ -63,6 +63,8 @@ class SkeletonSet:
                 f"expected shape (N, 3, T, V, M), got {tuple(x.shape)} in {src} field 'x'"
             )
         n = x.shape[0]
+        if x.shape[2] < 1:
+            raise DataError(f"expected clips of at least one frame, got T = 0 in {src} field 'x'")
         if x.shape[3] != self.topology.num_joints:
             raise DataError(
                 f"expected V = {self.topology.num_joints} joints for topology {self.topology.name!r}, "
@@ -72,6 +74,13 @@ class SkeletonSet:
             bad = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0, 0])
             raise DataError(
                 f"expected finite coordinates, got NaN/inf in sample {bad} of {src} field 'x'"
+            )
+        empty = ~(x != 0).flatten(1).any(1)
+        if n and bool(empty.any()):
+            bad = int(empty.nonzero()[0, 0])
+            raise DataError(
+                f"expected every clip to have a non-zero frame, got an empty clip (all frames zero) "
+                f"at sample {bad} ({self.ids[bad] if bad < len(self.ids) else '?'}) in {src} field 'x'"
             )
         if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (n,):
             raise DataError(
@@ -192,8 +201,21 @@ class SkeletonSet:
         src = str(path)
         if not path.exists():
             raise DataError(f"expected a .npz file, got no file at {src}")
+        with path.open("rb") as f:
+            magic = f.read(6)
+        if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
+            raise DataError(
+                f"expected a robench .npz archive (a zip of arrays), got a file of another format "
+                f"at {src} (robench reads its own .npz; see `robench data build` and the README)"
+            )
         try:
-            with np.load(path, allow_pickle=False) as z:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise DataError(
+                    f"expected a robench .npz archive (x, y, ids, ...), got a single {type(z).__name__} "
+                    f"(a .npy file) at {src}"
+                )
+            with z:
                 data = {k: z[k] for k in z.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise DataError(
@@ -206,6 +228,8 @@ class SkeletonSet:
         if fmt != FORMAT:
             raise DataError(f"expected format {FORMAT!r}, got {fmt!r} in {src} field 'format'")
         x = data["x"]
+        if x.ndim >= 1 and x.shape[0] == 0:
+            raise DataError(f"expected at least one clip, got none in {src} field 'x'")
         if x.dtype.kind != "f":
             raise DataError(
                 f"expected floating-point coordinates, got dtype {x.dtype} in {src} field 'x'"
@@ -226,7 +250,13 @@ class SkeletonSet:
         split = tuple(str(s) for s in data["split"]) if "split" in data else ()
         if split and all(s == "" for s in split):
             split = ()
-        subject = torch.from_numpy(data["subject"].astype(np.int64)) if "subject" in data else None
+        subject = None
+        if "subject" in data:
+            if data["subject"].dtype.kind not in "iu":
+                raise DataError(
+                    f"expected integer performer ids, got dtype {data['subject'].dtype} in {src} field 'subject'"
+                )
+            subject = torch.from_numpy(data["subject"].astype(np.int64))
         return cls(
             x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
             y=torch.from_numpy(y.astype(np.int64)),

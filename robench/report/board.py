@@ -85,7 +85,7 @@ import pandas as pd
 
 from robench import __version__
 from robench.errors import DataError
-from robench.io import atomic_write_text
+from robench.io import atomic_folder
 from robench.report.aggregate import aggregate, attack_config_sha256, config_part
 from robench.report.render import render_csv, render_markdown
 from robench.report.schema import READABLE_SCHEMAS, SCHEMA, validate_board
@@ -398,29 +398,38 @@ def read_board(path: str | Path) -> dict[str, Any]:
     return d
 
 
+BOARD_FILES = (
+    "board.json", "board.md", "board.csv", "board.html", "transfer_heatmap.png", "robust_vs_eps.png",
+)  # fmt: skip
+
+
 def write_board(board: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Validate ``board`` and write board.json/.md/.csv/.html and the figures into ``out_dir``
-    (atomically). Returns the written paths."""
+    """Validate ``board`` and write board.json/.md/.csv/.html and the figures into ``out_dir`` as
+    one set (:func:`robench.io.atomic_folder`: a temporary folder renamed into place, so a reader
+    or a killed writer never leaves a mix of old and new files). Returns the written paths; a
+    figure with nothing to draw is absent."""
     from robench.report import figures
     from robench.report.html import render_html
 
     validate_board(board)
     out = Path(out_dir)
-    paths = [
-        atomic_write_text(out / "board.json", board_json(board)),
-        atomic_write_text(out / "board.md", render_markdown(board)),
-        atomic_write_text(out / "board.csv", render_csv(board)),
-    ]
-    figs = []
-    for name, draw in (
-        ("transfer_heatmap.png", figures.transfer_heatmap),
-        ("robust_vs_eps.png", figures.robust_vs_eps),
-    ):
-        p = draw(board, out / name)
-        if p is None:
-            (out / name).unlink(missing_ok=True)
-        else:
-            figs.append(p)
-    embedded = {p.name: p.read_bytes() for p in figs}
-    paths.append(atomic_write_text(out / "board.html", render_html(board, figures=embedded)))
-    return paths + figs
+    names: list[str] = []
+
+    def fill(tmp: Path) -> None:
+        (tmp / "board.json").write_text(board_json(board))
+        (tmp / "board.md").write_text(render_markdown(board))
+        (tmp / "board.csv").write_text(render_csv(board))
+        names.extend(["board.json", "board.md", "board.csv"])
+        figs = []
+        for name, draw in (
+            ("transfer_heatmap.png", figures.transfer_heatmap),
+            ("robust_vs_eps.png", figures.robust_vs_eps),
+        ):
+            if draw(board, tmp / name) is not None:
+                figs.append(name)
+        embedded = {n: (tmp / n).read_bytes() for n in figs}
+        (tmp / "board.html").write_text(render_html(board, figures=embedded))
+        names.extend(["board.html", *figs])
+
+    atomic_folder(out, fill, BOARD_FILES)
+    return [out / n for n in names]

@@ -3,8 +3,11 @@ that each worker forks ready to run (and a broken plugin fails in its cell, not 
 
 import torch  # noqa: F401
 
+from robench import registry as _registry_module
 from robench.attack import ATTACKS
 from robench.victim import VICTIMS
+
+_registry_module.WARN = False  # the harness process already warned
 
 for _registry in (ATTACKS, VICTIMS):
     try:

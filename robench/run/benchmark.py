@@ -35,18 +35,19 @@ Built-in benchmarks ship as ``robench/benchmarks/*.yaml`` (``smoke``, ``quick``)
 from __future__ import annotations
 
 import inspect
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from robench.access import Knowledge
 from robench.errors import ConfigError, RobenchError
 from robench.registry import suggest
 from robench.run.spec import AttackSpec, Benchmark, DatasetSpec, SubsetSpec, VictimSpec, freeze
 from robench.threat import ThreatModel
+from robench.yamlio import load_yaml
 
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TOP_FIELDS = (
     "id",
     "version",
@@ -89,7 +90,7 @@ def load_benchmark(name_or_path: str | Path) -> Benchmark:
         if not path.is_file():
             raise ConfigError(f"expected a benchmark YAML file, got no file at {s}")
         return parse_benchmark(
-            _read_yaml(path.read_text(), path.name), source=path.name, base_dir=path.parent
+            load_yaml(path.read_bytes(), path.name), source=path.name, base_dir=path.parent
         )
     names = builtin_benchmarks()
     if s not in names:
@@ -99,17 +100,7 @@ def load_benchmark(name_or_path: str | Path) -> Benchmark:
             f"expected a built-in benchmark ({', '.join(names)}) or a .yaml path, got {s!r}{hint}"
         )
     text = resources.files("robench.benchmarks").joinpath(f"{s}.yaml").read_text()
-    return parse_benchmark(_read_yaml(text, f"{s}.yaml"), source=f"{s}.yaml", base_dir=None)
-
-
-def _read_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
-        raise ConfigError(f"expected valid YAML, got {problem}{where} in {source}") from None
+    return parse_benchmark(load_yaml(text, f"{s}.yaml"), source=f"{s}.yaml", base_dir=None)
 
 
 def _tname(v: Any) -> str:
@@ -163,6 +154,13 @@ def parse_benchmark(
         if req not in data:
             raise ConfigError(f"expected field {req!r}, got none in {source}")
     bid = c.str_(data["id"], "id")
+    if not _ID_RE.fullmatch(bid) or ".." in bid:
+        raise c.err(
+            "a benchmark id of letters, digits, '.', '_' and '-' (a name, not a path)",
+            repr(bid),
+            "id",
+            raw=True,
+        )
     version = c.int_(data.get("version", 1), "version", 1)
     description = data.get("description", "") or ""
     if not isinstance(description, str):

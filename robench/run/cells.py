@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from robench.access import Knowledge
@@ -64,11 +65,38 @@ class Cell:
 
 def weights_sha(spec: VictimSpec) -> str:
     """weights sha256 from the checkpoint metadata (no need to load the model)."""
-    from robench import zoo
-    from robench.zoo import checkpoint
+    from robench.zoo import checkpoint, checkpoint_path
 
-    path = spec.source if spec.source.endswith(".pt") else str(zoo.zoo_dir() / f"{spec.source}.pt")
-    return str(checkpoint.read_metadata(path)["weights_sha256"])
+    return str(checkpoint.read_metadata(checkpoint_path(spec.source))["weights_sha256"])
+
+
+def inputs_sha256(cell: Cell, cache: dict[str, str]) -> str:
+    """sha256 over what a cell reads beyond its config: the bytes of its victim's and surrogates'
+    checkpoint files (and their metadata) and the source file of its attack plugin. A failed
+    (``invalid``) cell is retried when this changes: a repaired checkpoint, a fixed plugin.
+    ``cache`` maps file paths to their sha256 (one plan hashes each file once)."""
+    import inspect
+
+    from robench.zoo import checkpoint_path
+
+    files = []
+    for spec in (cell.victim, *cell.surrogates):
+        pt = checkpoint_path(spec.source)
+        files += [pt, pt.with_suffix(".json")]
+    try:
+        files.append(Path(inspect.getsourcefile(cell.attack.cls) or ""))
+    except (TypeError, OSError):  # a class without a source file: its config alone decides
+        pass
+    parts = []
+    for f in files:
+        key = str(f)
+        if key not in cache:
+            try:
+                cache[key] = hashlib.sha256(f.read_bytes()).hexdigest()
+            except OSError:
+                cache[key] = "missing"
+        parts.append(f"{f.name}:{cache[key]}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def expand_cells(plan: Any) -> list[Cell]:

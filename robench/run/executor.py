@@ -21,10 +21,22 @@ from robench.run.store import Store
 from robench.run.worker import tune_malloc
 
 
-def pending(plan: Plan, store: Store) -> list[Cell]:
-    """Cells without an ``ok``/``invalid`` row in the store (``error`` cells are retried)."""
-    done = store.cell_status(c.key for c in plan.cells)
-    return [c for c in plan.cells if done.get(c.key) not in ("ok", "invalid")]
+def pending(plan: Plan, store: Store, retry_failed: bool = False) -> list[Cell]:
+    """The cells to run: every cell without an ``ok`` row, except an ``invalid`` one whose inputs
+    (:func:`robench.run.cells.inputs_sha256`) are unchanged, unless ``retry_failed``. ``error``
+    cells are always retried; a finished ``ok`` cell never is."""
+    keys = [c.key for c in plan.cells]
+    done = store.cell_status(keys)
+    inputs = store.cell_inputs(keys)
+    out = []
+    for c in plan.cells:
+        status = done.get(c.key)
+        if status == "ok":
+            continue
+        if status == "invalid" and not retry_failed and inputs.get(c.key) == plan.inputs_sha256(c):
+            continue
+        out.append(c)
+    return out
 
 
 def run_benchmark(
@@ -34,21 +46,28 @@ def run_benchmark(
     device: str = "cpu",
     progress: bool = True,
     argv: list[str] | None = None,
+    retry_failed: bool = False,
 ) -> Store:
     """Run every unfinished cell of ``bench`` into ``DIR/results.sqlite``; returns the open Store.
 
     Every attack runs in a worker process of its own (:mod:`robench.run.worker`); ``workers`` > 1
     runs that many cells at a time (transfer cells sharing a generation stay together), each worker
     with ``max(1, cpu_count // workers)`` torch threads. The rows do not depend on the split (each
-    cell's generator is seeded from its own key).
+    cell's generator is seeded from its own key). Every victim is loaded (sha256-verified) before
+    any cell runs: a checkpoint that fails to load is a one-line error, not a board of invalid
+    cells. ``retry_failed`` re-runs every ``invalid`` cell (see :func:`pending`).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
-    return run_plan(prepare(bench, out_dir, device), workers, progress, argv)
+    return run_plan(prepare(bench, out_dir, device), workers, progress, argv, retry_failed)
 
 
 def run_plan(
-    plan: Plan, workers: int = 1, progress: bool = True, argv: list[str] | None = None
+    plan: Plan,
+    workers: int = 1,
+    progress: bool = True,
+    argv: list[str] | None = None,
+    retry_failed: bool = False,
 ) -> Store:
     """:func:`run_benchmark` on an already prepared :class:`Plan` (the CLI keeps the plan for the
     board)."""
@@ -56,12 +75,14 @@ def run_plan(
         raise ConfigError(f"expected a positive integer, got {workers!r} in option '--workers'")
     bench = plan.bench
     tune_malloc()  # the harness's scoring gets the workers' allocator settings
-    store = Store(plan.out_dir)
+    for spec in {v.key: v for v in bench.victims}.values():
+        plan.model(spec)  # load and verify every victim: a bad checkpoint stops here (exit 2)
+    store = Store(plan.out_dir, lock=True)
     try:
         # held exclusively while cells run: this process is the store's only reader and writer
         with store.exclusive():
             write_meta(plan)
-            todo = pending(plan, store)
+            todo = pending(plan, store, retry_failed)
             run_id = store.begin_run(bench.id, sys.argv if argv is None else argv)
             bar = tqdm(
                 total=len(plan.cells),

@@ -45,7 +45,14 @@ from robench.access import Knowledge, QueryOracle
 from robench.errors import ConfigError, RobenchError, ThreatViolation
 from robench.io import atomic_write, atomic_write_text
 from robench.ops.artifacts import code_version
-from robench.run.cells import Cell, canonical_json, derive_seed, expand_cells, weights_sha
+from robench.run.cells import (
+    Cell,
+    canonical_json,
+    derive_seed,
+    expand_cells,
+    inputs_sha256,
+    weights_sha,
+)
 from robench.run.checks import check_classes, check_threats
 from robench.run.judge import (
     SPOT_SAMPLES,
@@ -105,6 +112,12 @@ class Plan:
     _models: dict[str, _Model] = field(default_factory=dict)
     _x_adv: dict[str, Any] = field(default_factory=dict)  # gen_key -> (x_adv, seconds) | exception
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    _file_hashes: dict[str, str] = field(default_factory=dict)
+
+    def inputs_sha256(self, cell: Cell) -> str:
+        """See :func:`robench.run.cells.inputs_sha256` (files hashed once per plan)."""
+        with self._lock:
+            return inputs_sha256(cell, self._file_hashes)
 
     # ------------------------------------------------------------------ models
     def model(self, spec: VictimSpec) -> _Model:
@@ -190,6 +203,7 @@ class Plan:
             "config_json": canonical_json(cell.config),
             "weights_sha256": cell.config["victim"]["weights_sha256"],
             "n": len(self.ids),
+            "inputs_sha256": self.inputs_sha256(cell),
         }
         samples = None
         try:

@@ -5,15 +5,23 @@ Tables (the issue-4 contract):
 - ``runs(run_id, started, finished, robench_version, torch_version, git_commit, host, benchmark, argv)``
 - ``cells(cell_key PRIMARY KEY, run_id, benchmark, dataset, victim, defense, attack, knowledge,
   surrogate, threat, norm, eps, seed, subset_hash, config_json, weights_sha256, status, error,
-  seconds, n, zero_grad_frac, forward_random)`` — ``cell_key`` is the sha256 of the cell's canonical
-  config JSON; ``status`` is ``ok`` | ``invalid`` (a RobenchError, e.g. a threat-model violation; never
-  in a board) | ``error`` (any other exception; retried by the next run).
+  seconds, n, zero_grad_frac, forward_random, inputs_sha256)`` — ``cell_key`` is the sha256 of the
+  cell's canonical config JSON; ``status`` is ``ok`` | ``invalid`` (a RobenchError, e.g. a
+  threat-model violation; never in a board) | ``error`` (any other exception; retried by the next
+  run); ``inputs_sha256`` hashes what the cell read beyond its config (checkpoint file bytes, the
+  attack plugin's source), so a failed cell is retried when one of them changes.
 - ``samples(cell_key, sample_id, label, target, clean_pred, adv_pred, clean_correct, eligible,
   success, margin_clean, margin_adv, linf, l2, joint_disp_cm, bone_dev_pct, accel_dev, queries)``,
   primary key ``(cell_key, sample_id)``.
 
 A cell's sample rows and its cell row are written in ONE transaction, the cell row (with its status)
 last, so a killed run never leaves a half cell: either the cell and all its rows exist, or neither.
+
+Only robench's own files are opened for writing: an existing file must be SQLite with
+``PRAGMA application_id`` = :data:`APPLICATION_ID` (or, from before that mark, exactly robench's
+tables); anything else is refused untouched (no table created, no WAL switched on). A run holds
+``DIR/.robench.lock`` (an ``flock`` with the holder's pid, host, start time and command) for as
+long as it runs; a second run into the folder is refused naming the holder.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ import pandas as pd
 from robench.errors import ConfigError, DataError
 
 FILENAME = "results.sqlite"
+LOCKNAME = ".robench.lock"
+APPLICATION_ID = 0x52424E43  # "RBNC"
+_TABLES = {"runs", "cells", "samples", "sqlite_sequence"}
 LOCK_WAIT_S = 5.0  # how long opening or locking waits for another process
 STATUSES = ("ok", "invalid", "error")
 
@@ -59,6 +70,7 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("n", "INTEGER"),
     ("zero_grad_frac", "REAL"),
     ("forward_random", "INTEGER"),
+    ("inputs_sha256", "TEXT"),
 )
 SAMPLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cell_key", "TEXT NOT NULL"),
@@ -109,56 +121,166 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def _check_ours(p: Path) -> None:
+    """Refuse (untouched) a file that is not a robench store; read-only inspection."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise DataError(
+            f"expected a readable robench results database, got {e.strerror} at {p}"
+        ) from None
+    if head and head != b"SQLite format 3\x00":
+        raise DataError(
+            f"expected a robench results database (SQLite), got a file that is not SQLite at {p}; "
+            "nothing was changed: pass another --out"
+        )
+    if not head:
+        return  # an empty file: SQLite treats it as a new database
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=LOCK_WAIT_S)
+        try:
+            app = con.execute("PRAGMA application_id").fetchone()[0]
+            tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise _open_error(e, p) from None
+    if app == APPLICATION_ID or (app == 0 and tables <= _TABLES):
+        return
+    raise DataError(
+        f"expected a robench results database, got a foreign SQLite file (application_id {app}, "
+        f"tables {sorted(tables - {'sqlite_sequence'})}) at {p}; nothing was changed: pass another --out"
+    )
+
+
+def hold_lock(folder: Path) -> Any:
+    """Take ``folder/.robench.lock`` (an exclusive ``flock``) and write the holder into it; when
+    another process holds it, raise a one-line DataError naming that process. Returns the open file
+    (closing it releases the lock; so does the process's death)."""
+    import fcntl
+    import os
+
+    path = folder / LOCKNAME
+    try:
+        f = path.open("a+")
+    except OSError as e:
+        raise DataError(
+            f"expected a writable results folder, got {e.strerror} at {folder}"
+        ) from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DataError(
+            f"expected no other run on the results folder {folder}, got one in progress ({holder}): "
+            "wait for it to finish or pass another --out"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+    f.flush()
+    return f
+
+
 def _open_error(e: sqlite3.DatabaseError, p: Path) -> DataError:
     if "locked" in str(e):
         return DataError(
             f"expected no other open connection to {p}, got it locked (another run into the same "
             "folder is in progress, or a Store on it is still open: wait, close it or pass another --out)"
         )
+    if "disk is full" in str(e) or "disk I/O" in str(e):
+        return DataError(
+            f"expected free disk space for the results database, got the disk full at {p}"
+        )
+    if "readonly" in str(e) or "read-only" in str(e):
+        return DataError(
+            f"expected a writable results database, got a read-only file or folder at {p}"
+        )
     return DataError(f"expected a robench results database, got {e} in {p}")
 
 
 class Store:
-    """Open (creating if needed) the store at ``path``: a results folder or a ``.sqlite`` file."""
+    """Open (creating if needed) the store at ``path``: a results folder or a ``.sqlite`` file.
 
-    def __init__(self, path: str | Path) -> None:
+    ``lock=True`` takes the folder's run lock (:func:`hold_lock`) before touching the database, so a
+    second run is refused naming the first instead of waiting on SQLite."""
+
+    def __init__(self, path: str | Path, *, lock: bool = False) -> None:
         p = Path(path)
         if p.suffix not in (".sqlite", ".db"):
             p = p / FILENAME
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from robench.io import write_error
+
+            raise write_error(e, p.parent) from None
         self.path = p
         self.dir = p.parent
+        if p.exists():
+            _check_ours(p)  # before the lock file: a foreign folder gets nothing added
+        self._lock: Any = hold_lock(p.parent) if lock else None
+        try:
+            if p.exists():
+                _check_ours(p)
+        except DataError:
+            self._release()
+            raise
         try:
             self._con = sqlite3.connect(str(p), timeout=LOCK_WAIT_S, isolation_level=None)
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
             self._con.executescript(_SCHEMA)
+            have = {r[1] for r in self._con.execute("PRAGMA table_info(cells)")}
+            for col, typ in CELL_COLUMNS:
+                if col not in have:  # a store from before this column: add it, empty
+                    self._con.execute(f"ALTER TABLE cells ADD COLUMN {col} {typ}")
+            if self._con.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                self._con.execute(f"PRAGMA application_id={APPLICATION_ID}")
         except sqlite3.DatabaseError as e:
+            self._release()
             raise _open_error(e, p) from None
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         self._con.close()
+        self._release()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[Store]:
-        """Hold the database exclusively (SQLite ``locking_mode=EXCLUSIVE``) for the duration: no
-        other process can read or write it, so during a run the harness is its only writer (an
-        attack worker that found the file could not open it) and a second run into the same folder
-        is refused with a one-line error."""
+        """Hold the folder's lock file and the database exclusively (SQLite
+        ``locking_mode=EXCLUSIVE``) for the duration: no other process can read or write it, so
+        during a run the harness is its only writer (an attack worker that found the file could not
+        open it) and a second run into the same folder is refused with a one-line error naming the
+        run that holds it."""
+        if self._lock is None:
+            self._lock = hold_lock(self.dir)
         try:
             self._con.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._con.execute("BEGIN EXCLUSIVE")
             self._con.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             self._con.execute("PRAGMA locking_mode=NORMAL")
+            self._release()
             raise _open_error(e, self.path) from None
         try:
             yield self
         finally:
             self._con.execute("PRAGMA locking_mode=NORMAL")
             self._con.execute("SELECT 1 FROM runs LIMIT 1").fetchall()  # releases the lock
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # the flock goes with the descriptor
+            self._lock = None
 
     def __enter__(self) -> Store:
         return self
@@ -197,8 +319,14 @@ class Store:
     # ------------------------------------------------------------------ cells
     def cell_status(self, keys: Iterable[str] | None = None) -> dict[str, str]:
         """``{cell_key: status}`` of the recorded cells (all, or those among ``keys``)."""
-        rows = self._con.execute("SELECT cell_key, status FROM cells").fetchall()
-        out = dict(rows)
+        return self._cell_column("status", keys)
+
+    def cell_inputs(self, keys: Iterable[str] | None = None) -> dict[str, str | None]:
+        """``{cell_key: inputs_sha256}`` of the recorded cells (all, or those among ``keys``)."""
+        return self._cell_column("inputs_sha256", keys)
+
+    def _cell_column(self, column: str, keys: Iterable[str] | None) -> dict[str, Any]:
+        out = dict(self._con.execute(f"SELECT cell_key, {column} FROM cells").fetchall())
         if keys is not None:
             wanted = set(keys)
             out = {k: v for k, v in out.items() if k in wanted}
@@ -252,8 +380,14 @@ class Store:
                 values,
             )
             con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
+                con.execute("ROLLBACK")
+            text = str(e)
+            if isinstance(e, sqlite3.OperationalError) and any(
+                w in text for w in ("disk is full", "readonly", "locked")
+            ):
+                raise _open_error(e, self.path) from None  # the user's folder or disk: one line
             raise
 
     def cells(self, status: str | None = None) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +99,14 @@ def load_victim(path: str | Path, map_location: str | torch.device = "cpu") -> V
     config = make_config(cls.Config, meta["config"], source=f"{js} field 'config'")
     model = cls(config)
     try:
-        state = torch.load(pt, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: the error says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(pt, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        first = (str(e).splitlines() or [""])[0][:160]
         raise CheckpointError(
-            f"expected a weights-only state dict, got {type(e).__name__}: {e} in {pt}"
+            f"expected a weights-only state dict (tensors only; pickled code is never run), got "
+            f"{type(e).__name__}: {first} in {pt}"
         ) from None
     try:
         model.load_state_dict(state, strict=True)
