@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pkgutil
 import sqlite3
@@ -50,19 +51,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as e:
         return e.exit_code
-    except OSError as e:  # a folder or disk the user can fix: one line, never a traceback
-        from pathlib import Path
-
-        from robench.io import write_error
-
-        err = write_error(e, Path(e.filename or "?"))
-        text = str(err) if err is not e else f"{e.strerror or e} at {e.filename or '?'}"
-        click.echo(f"robench: error: {text}", err=True)
+    except (BrokenPipeError, ConnectionError, TimeoutError):
+        raise
+    except OSError as e:  # a file, folder or disk the user can fix: one line, never a traceback
+        click.echo(f"robench: error: {_os_text(e)}", err=True)
         return 2
     except sqlite3.Error as e:
         click.echo(f"robench: error: results database: {_sqlite_text(e)}", err=True)
         return 2
     return 0
+
+
+def _os_text(e: OSError) -> str:
+    where = e.filename or "?"
+    if e.errno == errno.ENOSPC:
+        return f"expected free disk space, got the disk full at {where}"
+    if e.errno == errno.EROFS:
+        return f"expected a writable folder, got a read-only file system at {where}"
+    return f"expected to read or write {where}, got {e.strerror or type(e).__name__}"
 
 
 def _sqlite_text(e: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -73,33 +74,38 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 def atomic_folder(path: str | Path, write: Callable[[Path], None], owned: Iterable[str]) -> Path:
     """Write a whole folder at once: ``write(tmp)`` fills a temporary folder beside ``path``
-    (``.NAME.tmp-PID-*``), which then replaces ``path`` by two renames (the old folder goes aside as
-    ``.NAME.old-PID-*`` and is removed). A reader sees the old set or the new one, never a mix.
+    (``.NAME.tmp-PID-XXXXXXXX``), whose files are fsynced; it then replaces ``path`` by two renames
+    (the old folder goes aside as ``.NAME.old-PID-XXXXXXXX`` and is removed). A reader sees the old
+    set, the new set, or (for the instant between the renames) no folder; never a mix.
 
-    ``owned``: the file names this folder may hold; an existing ``path`` with any other file is
-    refused (nothing of the user's is ever swapped away). Leftovers of a killed writer (a dead
-    process's ``.tmp``/``.old`` folders, per-file ``.*.tmp`` files) are cleaned first, and a folder
-    lost between the two renames is restored from its ``.old`` copy.
+    ``owned``: the file names this folder may hold. An existing ``path`` with any other file is
+    refused before anything is touched (nothing of the user's is ever swapped away or cleaned).
+    Leftovers of a killed writer are cleaned first (:func:`recover_folder`).
     """
     path = Path(path)
     owned = set(owned)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        recover_folder(path)
         if path.exists():
             if not path.is_dir():
                 raise DataError(f"expected a folder, got a file at {path}")
-            foreign = sorted(p.name for p in path.iterdir() if p.name not in owned)
+            foreign = sorted(
+                p.name for p in path.iterdir() if p.name not in owned and not _orphan(p.name, owned)
+            )
             if foreign:
                 raise DataError(
                     f"expected a folder holding only board files, got {', '.join(foreign[:3])} in "
                     f"{path}; pass an empty or new folder"
                 )
+        recover_folder(path, owned)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     except OSError as e:
         raise write_error(e, path) from None
     try:
         write(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent))
@@ -121,31 +127,46 @@ def atomic_folder(path: str | Path, write: Callable[[Path], None], owned: Iterab
     return path
 
 
-def recover_folder(path: Path) -> None:
-    """Clean what a killed :func:`atomic_folder` writer left beside ``path`` (see there)."""
-    leftovers = sorted(path.parent.glob(f".{path.name}.tmp-*")) + sorted(
-        path.parent.glob(f".{path.name}.old-*")
-    )
-    dead = [p for p in leftovers if not _alive(p.name)]
-    olds = [p for p in dead if ".old-" in p.name]
+def _leftover(name: str, folder: str) -> re.Match[str] | None:
+    """``.FOLDER.tmp-PID-XXXXXXXX`` / ``.FOLDER.old-PID-XXXXXXXX`` as :func:`atomic_folder` names them."""
+    return re.fullmatch(rf"\.{re.escape(folder)}\.(tmp|old)-(\d+)-[a-z0-9_]{{8}}", name)
+
+
+def _orphan(name: str, owned: set[str]) -> bool:
+    """A per-file temporary of :func:`atomic_write` (``.NAME.XXXXXXXX.tmp``) of an owned file."""
+    m = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}\.tmp", name)
+    return bool(m and m.group(1) in owned)
+
+
+def recover_folder(path: Path, owned: Iterable[str]) -> None:
+    """Clean what a killed :func:`atomic_folder` writer left beside ``path``: only folders named as
+    it names them, whose writer process is gone and which hold nothing but ``owned`` files; a
+    folder lost between the two renames is restored from the newest such ``.old`` copy; per-file
+    temporaries of owned files inside ``path`` are removed."""
+    owned = set(owned)
+    dead = []
+    for p in sorted(path.parent.iterdir()) if path.parent.is_dir() else []:
+        m = _leftover(p.name, path.name)
+        if m and p.is_dir() and not _alive(int(m.group(2))):
+            if all(c.name in owned for c in p.iterdir()):
+                dead.append((m.group(1), p))
+    olds = [p for kind, p in dead if kind == "old"]
     if not path.exists() and olds:
-        os.rename(olds[-1], path)  # killed between the two renames: the previous complete set
-        dead.remove(olds[-1])
-    for p in dead:
+        newest = max(olds, key=lambda p: p.stat().st_mtime)
+        os.rename(newest, path)  # killed between the two renames: the previous complete set
+        dead = [(k, p) for k, p in dead if p != newest]
+    for _, p in dead:
         shutil.rmtree(p, ignore_errors=True)
     if path.is_dir():
-        for p in path.glob(".*.tmp"):  # a per-file atomic write of an older robench, killed
-            p.unlink(missing_ok=True)
+        for p in path.iterdir():
+            if _orphan(p.name, owned):
+                p.unlink(missing_ok=True)
 
 
-def _alive(name: str) -> bool:
-    """Whether the process whose pid is in a leftover's name (``.NAME.tmp-PID-...``) still runs."""
-    try:
-        pid = int(name.rsplit("-", 2)[-2])
-    except (ValueError, IndexError):
-        return False
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` (this one included) still runs on this host."""
     if pid == os.getpid():
-        return False
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -116,9 +116,14 @@ class Registry(Generic[T]):
             self._guarded(f"entry point {ep.name} = {ep.value}", ep.load)
 
     def _guarded(self, where: str, load: Callable[[], object]) -> None:
+        before, fams = set(self._items), set(self._families)
         try:
             load()
         except Exception as e:  # noqa: BLE001 - isolate the plugin, keep the others
+            for name in set(self._items) - before:  # registered before it failed: unavailable too
+                del self._items[name]
+            for name in set(self._families) - fams:
+                del self._families[name]
             first = (str(e).splitlines() or [""])[0]
             line = f"{self.kind} plugin {where} failed to load ({type(e).__name__}: {first}); its names are unavailable"
             self.broken.append(line)

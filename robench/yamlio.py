@@ -26,8 +26,8 @@ MAX_NODES = 100_000  # a benchmark definition has a few hundred
 class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
+        for key_node, _ in node.value:  # the node's own keys (a '<<' merge may be overridden)
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 key = self.construct_object(key_node, deep=deep)
                 try:
                     hash(key)
@@ -67,8 +67,9 @@ def load_yaml(data: str | bytes, source: str) -> Any:
             raise ConfigError(
                 f"expected UTF-8 text, got byte 0x{data[e.start]:02x} at offset {e.start} in {source}"
             ) from None
-    loader = _StrictLoader(data)
+    loader = None
     try:
+        loader = _StrictLoader(data)  # the reader rejects control characters here already
         node = loader.get_single_node()
         if node is None:
             return None
@@ -79,10 +80,16 @@ def load_yaml(data: str | bytes, source: str) -> Any:
                 f"(nested aliases) in {source}"
             )
         return loader.construct_document(node)
+    except yaml.reader.ReaderError as e:
+        ch = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "?")
+        raise ConfigError(
+            f"expected printable YAML text, got character #x{ch:04x} at position {e.position} in {source}"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or type(e).__name__
         raise ConfigError(f"expected valid YAML, got {problem}{where} in {source}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

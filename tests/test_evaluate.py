@@ -237,3 +237,13 @@ def test_evaluate_takes_a_zoo_name_and_a_skeleton_set():
     assert a.threat.unit == test.unit and a.threat.topology == test.topology
     with pytest.raises(DataError, match="y = None"):
         robench.evaluate("stgcn.synth_ntu25", test, test.y)
+
+
+def test_evaluate_review_edges():
+    test = robench.open_dataset("synth-ntu25").get_split("test").select(range(4))
+    with pytest.raises(ConfigError, match="data's unit 'm'"):
+        robench.evaluate("stgcn.synth_ntu25", test, attacks=["fgsm"], threat=ThreatModel(unit="cm"))
+    with pytest.raises(DataError, match="N >= 1"):
+        robench.evaluate("stgcn.synth_ntu25", test.x[:0], test.y[:0], attacks=["fgsm"])
+    with pytest.raises(ConfigError, match="nrom"):
+        robench.evaluate("stgcn.synth_ntu25", test, attacks=["fgsm"], threat={"nrom": "l2"})

@@ -437,3 +437,106 @@ def test_a_really_full_disk_is_named_and_loses_nothing(tiny_disk, victims, capsy
     with Store(tiny_disk / "out") as st:
         assert st.integrity_check() == "ok"
         assert set(st.cells()["status"]) <= {"ok"}  # whatever landed is whole
+
+
+def test_os_and_sqlite_errors_reaching_the_cli_are_one_line(monkeypatch, capsys, tmp_path):
+    import robench.commands.data as data_cmd
+
+    def boom(path):  # noqa: ANN001, ANN202
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(data_cmd.SkeletonSet, "load", staticmethod(boom))
+    assert main(["data", "stats", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"robench: error: expected to read or write {tmp_path / 'x.npz'}, got Permission denied\n"
+    )
+
+    def full(path):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(data_cmd.SkeletonSet, "load", staticmethod(full))
+    assert main(["data", "stats", "y.npz"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "robench: error: expected free disk space, got the disk full at y.npz\n"
+    )
+
+    def locked(path):  # noqa: ANN001, ANN202
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(data_cmd.SkeletonSet, "load", staticmethod(locked))
+    assert main(["data", "stats", "z.npz"]) == 2
+    assert "results database: expected free disk space" in capsys.readouterr().err
+
+
+def test_write_errors_are_named(tmp_path):
+    from robench.errors import DataError
+    from robench.io import write_error
+
+    p = tmp_path / "f"
+    assert "read-only file system" in str(write_error(OSError(errno.EROFS, "x"), p))
+    assert "no write permission" in str(write_error(PermissionError(errno.EACCES, "x"), p))
+    assert "the disk full" in str(write_error(OSError(errno.ENOSPC, "x"), p))
+    other = OSError(errno.ENOENT, "gone")
+    assert write_error(other, p) is other  # not the user's folder: passes through
+    assert isinstance(write_error(OSError(errno.EROFS, "x"), p), DataError)
+
+
+def test_torch_save_on_a_full_disk_is_named(tiny_disk):
+    from robench.io import atomic_write
+
+    with pytest.raises(Exception, match="the disk full writing") as info:
+        atomic_write(tiny_disk / "w.pt", lambda p: torch.save({"w": torch.zeros(200_000)}, p))
+    assert "\n" not in str(info.value) and not list(tiny_disk.iterdir())
+
+
+def test_review_cases_are_one_line_too(tmp_path, victims, capsys):
+    """Inputs a review found escaping as tracebacks or slipping through."""
+    con = sqlite3.connect(tmp_path / "runs_only.sqlite")  # robench-like, but not robench's tables
+    con.execute("CREATE TABLE runs (name TEXT, score REAL)")
+    con.commit()
+    con.close()
+    sqlite3.connect(tmp_path / "empty.sqlite").execute("PRAGMA user_version=1").connection.commit()
+    from robench.errors import DataError
+    from robench.run.store import Store
+
+    for name in ("runs_only.sqlite", "empty.sqlite"):
+        before = (tmp_path / name).read_bytes()
+        with pytest.raises(DataError, match="foreign SQLite file"):
+            Store(tmp_path / name)
+        assert (tmp_path / name).read_bytes() == before
+    (tmp_path / "ctl.yaml").write_text("id: a\x07\nvictims: [x]\n")
+    (tmp_path / "png.json").write_bytes(b"\x89PNG\r\n\x1a\n")
+    cases = [
+        (["run", str(tmp_path / "ctl.yaml"), "-q"], "character #x0007"),
+        (["prepare", "tasar", "--surrogate", "stgcn.synth_ntu25", "--set", "steps=[1"], "--set steps"),
+        (["regress", "smoke", "--baseline", str(tmp_path / "png.json")], "expected UTF-8 JSON"),
+        (["attack", "stgcn.synth_ntu25", "fgsm", "--checkpoint", str(victims[0])], "an architecture name with --checkpoint"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+
+
+def test_yaml_merge_keys_still_work():
+    from robench.yamlio import load_yaml
+
+    doc = load_yaml("base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  b: 3\n", "t.yaml")
+    assert doc["x"] == {"a": 1, "b": 3}
+
+
+def test_threat_unit_and_joints_are_checked_before_any_cell(tmp_path, victims, capsys):
+    for threat, message in (
+        ({"norm": "linf", "eps": 1.0, "unit": "cm"}, "expected threat unit 'm'"),
+        ({"norm": "linf", "eps": 0.01, "topology": "openpose18"}, "threat topology with 25 joints"),
+    ):
+        bench = write_yaml(tmp_path, bench_doc([str(victims[0])], threats=[threat]))
+        capsys.readouterr()
+        assert main(["run", str(bench), "-o", str(tmp_path / "t"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "field 'threats'" in err
+    assert not (tmp_path / "t" / "results.sqlite").exists()

@@ -56,9 +56,9 @@ def test_second_run_is_refused_naming_the_holder(tmp_path, victims, capsys):
 
 
 def test_concurrent_runs_one_refused_the_other_complete_and_identical(tmp_path, victims):
+    # long enough (PGD-800 on two victims) that the second run starts while the first runs
     doc = bench_doc(
-        [str(victims[0]), str(victims[1])],
-        attacks=["fgsm", {"name": "pgd", "params": {"steps": 5}}],
+        [str(victims[0]), str(victims[1])], attacks=[{"name": "pgd", "params": {"steps": 800}}]
     )
     bench = write_yaml(tmp_path, doc)
     out = tmp_path / "shared"
@@ -80,6 +80,7 @@ def test_concurrent_runs_one_refused_the_other_complete_and_identical(tmp_path, 
         assert time.time() < deadline and first.poll() is None
         time.sleep(0.05)
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert first.poll() is None, "the first run ended before the second started: lengthen it"
     assert first.wait(timeout=300) == 0, first.stderr.read()
     assert second.returncode == 2, second.stderr
     assert f"pid {first.pid}" in second.stderr and second.stderr.count("\n") == 1
@@ -143,21 +144,47 @@ def test_kill_9_while_boards_are_written_leaves_one_consistent_set(tmp_path, del
 
 
 def test_recover_restores_a_folder_lost_between_the_renames_and_cleans_orphans(tmp_path):
+    owned = ("board.json", "board.md")
     target = tmp_path / "quick"
-    old = tmp_path / ".quick.old-999999999-abc"
+    old = tmp_path / ".quick.old-999999999-abcd1234"
     old.mkdir()
     (old / "board.json").write_text("{}")
-    (tmp_path / ".quick.tmp-999999999-def").mkdir()
-    recover_folder(target)
+    (tmp_path / ".quick.tmp-999999999-efgh5678").mkdir()
+    recover_folder(target, owned)
     assert (target / "board.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["quick"]
-    (target / ".board.json.x1y2.tmp").write_text("half")  # an older per-file writer's orphan
-    recover_folder(target)
+    (target / ".board.json.x1y2z3w4.tmp").write_text("half")  # a per-file writer's orphan
+    recover_folder(target, owned)
     assert sorted(p.name for p in target.iterdir()) == ["board.json"]
-    mine = tmp_path / f".quick.tmp-{os.getppid()}-live"  # a live process's folder is left alone
-    mine.mkdir()
-    recover_folder(target)
-    assert mine.exists()
+    live = tmp_path / f".quick.tmp-{os.getppid()}-live0000"  # a live process's folder is left alone
+    live.mkdir()
+    own = tmp_path / f".quick.tmp-{os.getpid()}-mine0000"  # this process's (another thread's) too
+    own.mkdir()
+    recover_folder(target, owned)
+    assert live.exists() and own.exists()
+
+
+def test_recovery_never_touches_what_robench_did_not_write(tmp_path):
+    """Names that only resemble robench's leftovers, and leftovers holding other files, stay."""
+    owned = ("board.json",)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "board.json").write_text("{}")
+    (tmp_path / "mine" / ".draft.tmp").write_text("a user's draft")  # not an owned file's temporary
+    (tmp_path / ".mine.tmp-backup").mkdir()  # no pid in the name
+    backup = tmp_path / ".mine.old-999999999-zzzz9999"
+    backup.mkdir()
+    (backup / "thesis.tex").write_text("keep")  # a file robench never writes
+    with pytest.raises(DataError, match="only board files, got .draft.tmp"):
+        atomic_folder(tmp_path / "mine", lambda tmp: None, owned)
+    (tmp_path / "mine" / ".draft.tmp").unlink()
+    atomic_folder(tmp_path / "mine", lambda tmp: (tmp / "board.json").write_text("[]"), owned)
+    assert (tmp_path / ".mine.tmp-backup").exists() and (
+        backup / "thesis.tex"
+    ).read_text() == "keep"
+    assert (tmp_path / "mine" / "board.json").read_text() == "[]"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match="expected a folder, got a file"):
+        atomic_folder(tmp_path / "afile", lambda tmp: None, owned)
 
 
 def test_atomic_folder_refuses_a_folder_with_other_files(tmp_path):
@@ -278,3 +305,47 @@ def test_commands_keep_working_beside_a_broken_plugin_file(tmp_path):
     assert out.returncode == 0 and "pgd" in out.stdout
     warn = [x for x in out.stderr.splitlines() if x.strip()]
     assert len(warn) == 1 and "zz_broken_for_test.py" in warn[0] and "SyntaxError" in warn[0]
+
+
+def test_retry_failed_on_the_command_line(tmp_path, victims):
+    from test_harness import Cheat, registered
+
+    with registered("test-cheat", Cheat):
+        bench = write_yaml(tmp_path, bench_doc([str(victims[0])], attacks=["fgsm", "test-cheat"]))
+        out = tmp_path / "r"
+        assert main(["run", str(bench), "-o", str(out), "-q", "--allow-invalid"]) == 0
+        assert main(["run", str(bench), "-o", str(out), "-q", "--allow-invalid"]) == 0
+        with Store(out) as st:
+            c = st.cells().set_index("attack")
+            assert c.loc["test-cheat", "run_id"] == 1 and c.loc["fgsm", "run_id"] == 1
+        assert (
+            main(["run", str(bench), "-o", str(out), "-q", "--allow-invalid", "--retry-failed"])
+            == 0
+        )
+        with Store(out) as st:
+            c = st.cells().set_index("attack")
+            assert c.loc["test-cheat", "run_id"] == 3 and c.loc["fgsm", "run_id"] == 1
+
+
+def test_the_run_lock_lasts_until_the_store_is_closed(tmp_path, victims):
+    bench = load_benchmark(write_yaml(tmp_path, bench_doc([str(victims[0])])))
+    store = run_benchmark(bench, tmp_path / "r", progress=False)  # the CLI writes the board now
+    with pytest.raises(DataError, match="got one in progress"):
+        hold_lock(tmp_path / "r")
+    store.close()
+    hold_lock(tmp_path / "r").close()
+
+
+def test_names_of_a_plugin_that_failed_halfway_are_unavailable(tmp_path, capsys):
+    import importlib
+
+    name = _plugin_package(tmp_path, "robench_test_plugins_c")
+    (tmp_path / name / "broken.py").write_text(
+        f"from {name} import REG\n@REG.register('half')\nclass Half:\n    pass\nraise ImportError('needs foo')\n"
+    )
+    try:
+        reg = importlib.import_module(name).REG
+        assert reg.names() == ["good"]
+        assert "ImportError: needs foo" in capsys.readouterr().err
+    finally:
+        sys.path.remove(str(tmp_path))

@@ -223,7 +223,7 @@ def test_rerun_finishes_from_the_store_and_config_change_is_not_reused(tmp_path,
     store = run_benchmark(load_benchmark(p), tmp_path / "r", progress=False)
     first = rows(tmp_path / "r")
     # while a Store on the folder is open, a second run into it is refused, not interleaved
-    with pytest.raises(DataError, match="locked"):
+    with pytest.raises(DataError, match="got one in progress \\(pid "):
         run_benchmark(load_benchmark(p), tmp_path / "r", progress=False)
     store.close()
     store = run_benchmark(load_benchmark(p), tmp_path / "r", progress=False)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 
 import click
-import yaml
 
 from robench.commands.options import quiet_option
 from robench.errors import ConfigError
+from robench.yamlio import load_yaml
 
 
 def _overrides(pairs: tuple[str, ...]) -> dict:
@@ -26,7 +26,7 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
         if "=" not in item:
             raise ConfigError(f"expected KEY=VALUE, got {item!r} in option '--set'")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        out[key.strip()] = load_yaml(raw, f"option '--set {key.strip()}=...'")
     return out
 
 

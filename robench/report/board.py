@@ -360,7 +360,7 @@ def _store_meta(
     for cj in cells.get("config_json", pd.Series(dtype=object)).dropna():
         try:
             fp = json.loads(cj).get("dataset", {}).get("fingerprint")
-        except (json.JSONDecodeError, AttributeError):
+        except (json.JSONDecodeError, AttributeError, TypeError):
             fp = None
         if fp:
             prints.add(fp)
@@ -376,7 +376,7 @@ def _store_meta(
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
 
@@ -389,6 +389,10 @@ def read_board(path: str | Path) -> dict[str, Any]:
         d = json.loads(p.read_text())
     except FileNotFoundError:
         raise DataError(f"expected a board.json file, got no file at {p}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"expected UTF-8 JSON, got byte 0x{e.object[e.start]:02x} at offset {e.start} in {p}"
+        ) from None
     except json.JSONDecodeError as e:
         raise DataError(f"expected valid JSON, got {e.msg} at line {e.lineno} in {p}") from None
     try:

@@ -103,7 +103,7 @@ def parse_threat(
     topo = getattr(model, "topology", None)
     base: dict[str, Any] = {"topology": topo} if topo is not None else {}
     if isinstance(threat, dict):
-        return ThreatModel(**{**base, **threat})
+        return ThreatModel.from_dict({**base, **threat}, source="'threat'")
     if isinstance(threat, bool):
         raise ConfigError(
             f"expected 'NORM:EPS', a number or a ThreatModel, got {threat!r} in 'threat'"
@@ -186,17 +186,23 @@ def evaluate(
             raise DataError(
                 "expected y = None with a SkeletonSet (its labels are used) in evaluate"
             )
-        if isinstance(threat, str | int | float | dict) and not isinstance(threat, bool):
-            threat = parse_threat(threat, model)
-            threat = dataclasses.replace(threat, unit=x.unit, topology=x.topology)
+        if isinstance(threat, ThreatModel):
+            if threat.unit != x.unit:
+                raise ConfigError(
+                    f"expected a threat model in the data's unit {x.unit!r}, got {threat.unit!r} in 'threat'"
+                )
+        elif not isinstance(threat, bool):
+            threat = dataclasses.replace(
+                parse_threat(threat, model), unit=x.unit, topology=x.topology
+            )
         x, y = x.x, x.y
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise DataError(
             "expected tensors x (N, 3, T, V, M) and y (N,), got other types in evaluate"
         )
-    if x.dim() != 5 or y.shape != (x.shape[0],):
+    if x.dim() != 5 or y.shape != (x.shape[0],) or x.shape[0] == 0:
         raise DataError(
-            f"expected x (N, 3, T, V, M) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)} in evaluate"
+            f"expected x (N >= 1, 3, T, V, M) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)} in evaluate"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"expected an integer >= 1, got {batch_size!r} in 'batch_size'")

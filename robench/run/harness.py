@@ -505,7 +505,8 @@ def _one_line(e: BaseException) -> str:
 
 
 def prepare(bench: Benchmark, out_dir: str | Path, device: str | torch.device = "cpu") -> Plan:
-    """Load the data set and subset, write ``subset.json`` and ``benchmark.json``, expand the cells."""
+    """Load the data set and subset, check the benchmark against them and expand the cells
+    (``subset.json`` and ``benchmark.json`` are written by the executor, under the run lock)."""
     dev = resolve_device(device)
     out = Path(out_dir)
     data = bench.dataset.open()

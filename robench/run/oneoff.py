@@ -54,8 +54,13 @@ def trained_victim(name: str, checkpoint: str | None = None) -> nn.Module:
     from robench.zoo.checkpoint import load_victim, read_metadata
 
     if checkpoint is not None:
+        if name.endswith(".pt") or "." in name:
+            raise ConfigError(
+                f"expected an architecture name with --checkpoint (e.g. 'stgcn'), got {name!r} in "
+                "argument 'VICTIM' (a zoo name or .pt file is given alone)"
+            )
         arch = read_metadata(checkpoint)["arch"]
-        if name != arch and not name.endswith(".pt") and "." not in name:
+        if name != arch:
             raise ConfigError(
                 f"expected --checkpoint of architecture {name!r}, got one of {arch!r} in {checkpoint}"
             )

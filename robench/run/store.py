@@ -31,6 +31,7 @@ import json
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -121,8 +122,9 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def _check_ours(p: Path) -> None:
-    """Refuse (untouched) a file that is not a robench store; read-only inspection."""
+def _check_ours(p: Path, busy_ok: bool = False) -> None:
+    """Refuse (untouched) a file that is not a robench store; read-only inspection. ``busy_ok``: a
+    database locked by another process passes (the run lock, taken next, names that process)."""
     try:
         with p.open("rb") as f:
             head = f.read(16)
@@ -138,7 +140,9 @@ def _check_ours(p: Path) -> None:
     if not head:
         return  # an empty file: SQLite treats it as a new database
     try:
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=LOCK_WAIT_S)
+        con = sqlite3.connect(
+            f"file:{p}?mode=ro", uri=True, timeout=0.2 if busy_ok else LOCK_WAIT_S
+        )
         try:
             app = con.execute("PRAGMA application_id").fetchone()[0]
             tables = {
@@ -147,9 +151,11 @@ def _check_ours(p: Path) -> None:
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
+        if busy_ok and "locked" in str(e):
+            return
         raise _open_error(e, p) from None
-    if app == APPLICATION_ID or (app == 0 and tables <= _TABLES):
-        return
+    if app == APPLICATION_ID or (app == 0 and {"runs", "cells", "samples"} <= tables <= _TABLES):
+        return  # ours, or a store from before the application_id stamp (exactly robench's tables)
     raise DataError(
         f"expected a robench results database, got a foreign SQLite file (application_id {app}, "
         f"tables {sorted(tables - {'sqlite_sequence'})}) at {p}; nothing was changed: pass another --out"
@@ -183,7 +189,8 @@ def hold_lock(folder: Path) -> Any:
     f.seek(0)
     f.truncate()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+    cmd = " ".join(sys.argv[:6])[:200]
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}: {cmd}\n")
     f.flush()
     return f
 
@@ -224,7 +231,9 @@ class Store:
         self.path = p
         self.dir = p.parent
         if p.exists():
-            _check_ours(p)  # before the lock file: a foreign folder gets nothing added
+            _check_ours(
+                p, busy_ok=True
+            )  # before the lock file: a foreign folder gets nothing added
         self._lock: Any = hold_lock(p.parent) if lock else None
         try:
             if p.exists():
@@ -260,7 +269,8 @@ class Store:
         during a run the harness is its only writer (an attack worker that found the file could not
         open it) and a second run into the same folder is refused with a one-line error naming the
         run that holds it."""
-        if self._lock is None:
+        took = self._lock is None
+        if took:
             self._lock = hold_lock(self.dir)
         try:
             self._con.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -268,14 +278,16 @@ class Store:
             self._con.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             self._con.execute("PRAGMA locking_mode=NORMAL")
-            self._release()
+            if took:
+                self._release()
             raise _open_error(e, self.path) from None
         try:
             yield self
         finally:
             self._con.execute("PRAGMA locking_mode=NORMAL")
             self._con.execute("SELECT 1 FROM runs LIMIT 1").fetchall()  # releases the lock
-            self._release()
+            if took:  # a lock taken by Store(lock=True) lasts until close(): the board is written under it
+                self._release()
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -434,7 +446,14 @@ class Store:
             return {}
         try:
             return dict(json.loads(f.read_text()).get("board_meta") or {})
-        except (json.JSONDecodeError, AttributeError):
+        except (
+            OSError,
+            UnicodeDecodeError,
+            json.JSONDecodeError,
+            AttributeError,
+            TypeError,
+            ValueError,
+        ):
             return {}
 
     def integrity_check(self) -> str:

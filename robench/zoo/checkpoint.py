@@ -73,10 +73,18 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(js.read_text())
+    except UnicodeDecodeError as e:
+        raise CheckpointError(
+            f"expected UTF-8 JSON, got a byte that is not at offset {e.start} in {js}"
+        ) from None
     except json.JSONDecodeError as e:
         raise CheckpointError(
             f"expected valid JSON, got {e.msg} at line {e.lineno} in {js}"
         ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"expected a JSON object of metadata, got {type(meta).__name__} in {js}"
+        )
     for key in ("arch", "config", "weights_sha256"):
         if key not in meta:
             raise CheckpointError(f"expected field {key!r}, got none in {js}")
