@@ -345,3 +345,33 @@ def test_attack_config_hash_ignores_the_label_and_follows_the_config():
         r["config_json"] = a
     (e,) = aggregate(frame(rows))["entries"]
     assert e["attacks"]["pgd"]["config_sha256"] == attack_config_sha256(a)
+
+
+def test_families_count_their_attacks_and_exist_only_where_run():
+    cc = [1, 1, 1, 1]
+    rows = [
+        cell_rows("a1", "pgd", [1, 0, 0, 0], cc, victim="v"),
+        cell_rows("a2", "fgsm", [0, 1, 0, 0], cc, victim="v"),
+        cell_rows("a3", "mi", [0, 0, 1, 0], cc, knowledge="transfer", surrogate="u", victim="v"),
+        cell_rows("b1", "pgd", [0, 0, 0, 0], cc, victim="w"),  # w: white-box only
+    ]
+    entries = {e["victim"]: e for e in aggregate(frame(*rows))["entries"]}
+    assert entries["v"]["families"]["white-box"] == {"worst_case": proportion(2, 4), "attacks": 2}
+    assert entries["v"]["families"]["transfer"] == {"worst_case": proportion(3, 4), "attacks": 1}
+    assert set(entries["w"]["families"]) == {"white-box"}
+
+
+def test_entries_are_sorted_by_threat_victim_defense_whatever_the_cell_keys():
+    cc = [1, 1]
+    rows = [
+        cell_rows("0-late", "pgd", [1, 0], cc, victim="zz"),
+        cell_rows("9-early", "pgd", [1, 1], cc, victim="aa"),
+    ]
+    assert [e["victim"] for e in aggregate(frame(*rows))["entries"]] == ["aa", "zz"]
+
+
+def test_flags_are_sorted_by_code_then_message():
+    rows = cell_rows("k", "pgd", [1, 0], [1, 1], zero_grad_frac=0.9, forward_random=1)
+    (e,) = aggregate(frame(rows))["entries"]
+    codes = [f["code"] for f in e["flags"]]
+    assert codes == sorted(codes) and codes == ["random-forward", "zero-gradients"]

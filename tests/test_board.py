@@ -348,3 +348,50 @@ def test_heatmap_scale_spans_the_off_diagonal_and_eps_axis_is_in_cm(tmp_path, mo
     assert ax.get_xlabel() == "ε (cm)" and ax.get_title() == "threat model L∞"
     xs = sorted({float(x) for line in ax.get_lines() for x in line.get_xdata()})
     assert xs == [1.0, 2.0]
+
+
+def test_budget_names_iterations_restarts_eot_and_query_budgets():
+    from robench.report.render import budget
+
+    assert budget({"config": {"steps": 1, "restarts": 1, "eot_iter": 1}}) == "1 it."
+    assert (
+        budget({"config": {"steps": 100, "restarts": 5, "eot_iter": 20}})
+        == "100 it., 5 restarts, 20 EOT"
+    )
+    assert budget({"config": {"iterations": 20}}) == "20 it."
+    assert budget({"config": {"targeted": False}, "budget": 500}) == "≤500 queries"
+    assert budget({"config": {"steps": True}}) == ""  # a flag is not a count
+    assert budget(None) == ""
+
+
+def test_eps_sweep_tables_show_the_worst_case_and_titles():
+    from robench.report.render import board_sections
+
+    d = build_board(demo_frame(), cells_of(demo_frame()), META)
+    (sweep,) = [s for s in board_sections(d) if s.title.startswith("Robust accuracy against")]
+    (t,) = sweep.tables
+    assert t.head[-1] == "worst case" and t.show_title and t.title == "L∞, ε = 2 cm"
+    assert t.figure == "robust_vs_eps.png"
+
+
+def test_figure_axes_and_bands(tmp_path, monkeypatch):
+    from matplotlib.collections import PolyCollection
+
+    from robench.report import figures
+
+    captured = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: captured.append(fig) or path)
+    d = build_board(_with_configs(demo_frame()), cells_of(demo_frame()), META)
+    figures.transfer_heatmap(d, tmp_path / "h.png")
+    ax = captured.pop().axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("victim", "surrogate")
+    figures.robust_vs_eps(d, tmp_path / "e.png")
+    fig = captured.pop()
+    ax = fig.axes[0]
+    assert "ε" in fig._suptitle.get_text() and "95% Wilson" in fig._suptitle.get_text()
+    curve = next(c for c in d["eps_curves"] if c["victim"] == "stgcn" and c["attack"] == "pgd")
+    lo = [100 * p["robust_accuracy"]["ci"][0] for p in curve["points"]]
+    hi = [100 * p["robust_accuracy"]["ci"][1] for p in curve["points"]]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    ys = [sorted({round(float(v), 6) for v in b.get_paths()[0].vertices[:, 1]}) for b in bands]
+    assert any(min(y) == round(min(lo), 6) and max(y) == round(max(hi), 6) for y in ys)

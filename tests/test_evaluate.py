@@ -247,3 +247,13 @@ def test_evaluate_review_edges():
         robench.evaluate("stgcn.synth_ntu25", test.x[:0], test.y[:0], attacks=["fgsm"])
     with pytest.raises(ConfigError, match="nrom"):
         robench.evaluate("stgcn.synth_ntu25", test, attacks=["fgsm"], threat={"nrom": "l2"})
+
+
+def test_a_skeleton_set_gives_its_unit_to_a_threat_given_as_text():
+    import dataclasses as dc
+
+    test = robench.open_dataset("synth-ntu25").get_split("test").select(range(2))
+    in_cm = dc.replace(test, x=test.x * 100, unit="cm")
+    res = robench.evaluate("stgcn.synth_ntu25", in_cm, attacks=["fgsm"], threat="linf:1.0")
+    assert res.threat.unit == "cm" and res.threat.eps == 1.0
+    assert res.samples["joint_disp_cm"].max() <= 3**0.5 + 1e-6  # 1 cm per coordinate, in cm
