@@ -4,7 +4,8 @@ git tracks it changed (nothing tracked is overwritten silently)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,15 @@ def quiet_option(
     return click.option("-q", "--quiet", "quiet", is_flag=True, help=help)
 
 
-def write_board_noting_tracked(board: dict[str, Any], target: Path) -> list[Path]:
-    """Write the board into ``target``; tracked files it changes are named on stderr (never
-    silently)."""
+@contextlib.contextmanager
+def noting_tracked(folder: Path) -> Iterator[None]:
+    """Name on stderr, after the block, every file under ``folder`` that git tracks and the block
+    changed (nothing tracked is overwritten silently)."""
     from robench.io import tracked_files
-    from robench.report.board import write_board
 
-    tracked = tracked_files(target)
+    tracked = tracked_files(folder)
     before = {p: p.read_bytes() for p in tracked if p.exists()}
-    paths = write_board(board, target)
+    yield
     changed = sorted(
         str(p) for p in tracked if before.get(p) != (p.read_bytes() if p.exists() else None)
     )
@@ -51,4 +52,11 @@ def write_board_noting_tracked(board: dict[str, Any], target: Path) -> list[Path
             "(`git diff` shows the change)",
             err=True,
         )
-    return paths
+
+
+def write_board_noting_tracked(board: dict[str, Any], target: Path) -> list[Path]:
+    """Write the board into ``target``, naming the tracked files it changed."""
+    from robench.report.board import write_board
+
+    with noting_tracked(target):
+        return write_board(board, target)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from robench import zoo
-from robench.commands.options import out_option, quiet_option
+from robench.commands.options import noting_tracked, out_option, quiet_option
 from robench.data import open_dataset
 from robench.zoo.train import TrainConfig, train_and_save
 
@@ -88,6 +89,11 @@ def zoo_build(seed: int, quiet: bool, out: str | None) -> None:
     """Retrain every shipped victim on synth-ntu25 (what produced the shipped checkpoints)."""
     data = open_dataset("synth-ntu25")
     target = Path(out) if out else zoo.zoo_dir()
+    with noting_tracked(target):
+        _build(target, data, seed, quiet)
+
+
+def _build(target: Path, data: Any, seed: int, quiet: bool) -> None:
     for arch in zoo.RECIPES:
         recipe = zoo.recipe(arch)
         tc = TrainConfig(**{**recipe["train"], "seed": seed})
