@@ -411,15 +411,15 @@ class TinyNet(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x.flatten(1))))
 
 
-def tiny_batch(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def tiny_batch(n: int = 6, seed: int = 0, classes: int = K) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y): clips (n, 3, 8, 25, 2) with zero-padded tails and, in even samples, an absent second
-    body; labels 0..3."""
+    body; labels ``i % classes``."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, T, V, M, generator=g) * 0.3
     lengths = torch.tensor([T, T - 2, T - 3, T, T - 1, T - 4] * (n // 6 + 1))[:n]
     x = x * (torch.arange(T)[None, :] < lengths[:, None]).view(n, 1, T, 1, 1)
     x[0::2, :, :, :, 1] = 0
-    return x, torch.arange(n) % K
+    return x, torch.arange(n) % classes
 
 
 def small_config(cls: type) -> dict[str, Any]:

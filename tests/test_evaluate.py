@@ -131,6 +131,8 @@ def test_worst_case_is_per_sample_over_every_attack():
     assert not res.samples.loc[
         res.samples["index"] == 0, "robust"
     ].any()  # clean error never robust
+    assert torch.equal(res.x_adv["fgsm"][0], x[0])  # not attacked (a clean error): its clean clip
+    assert not torch.equal(res.x_adv["fgsm"][1], x[1])
     assert res.clean_accuracy == pytest.approx(11 / 12)
     text = res.summary()
     assert "worst case" in text and "clean" in text and "fgsm" in text

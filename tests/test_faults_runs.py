@@ -49,6 +49,7 @@ def test_second_run_is_refused_naming_the_holder(tmp_path, victims, capsys):
         assert main(["run", str(bench), "-o", str(out), "-q"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"pid {os.getpid()}" in err and "started" in err
+        assert sys.argv[0][:40] in err  # the holder's command
         assert not (out / "results.sqlite").exists()  # refused before touching the store
     finally:
         lock.close()
@@ -349,3 +350,36 @@ def test_names_of_a_plugin_that_failed_halfway_are_unavailable(tmp_path, capsys)
         assert "ImportError: needs foo" in capsys.readouterr().err
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_an_old_store_gains_the_new_column_and_the_stamp(tmp_path):
+    """A store written before inputs_sha256 and the application_id stamp opens, keeps its rows,
+    gets the column (empty) and the stamp; its invalid cells then count as changed (retried)."""
+    import sqlite3
+
+    from robench.run.store import APPLICATION_ID, CELL_COLUMNS
+
+    old_cols = [(c, t) for c, t in CELL_COLUMNS if c != "inputs_sha256"]
+    con = sqlite3.connect(tmp_path / "results.sqlite")
+    con.execute("CREATE TABLE runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL)")
+    con.execute(f"CREATE TABLE cells ({', '.join(f'{c} {t}' for c, t in old_cols)})")
+    con.execute("CREATE TABLE samples (cell_key TEXT, sample_id TEXT)")
+    con.execute("INSERT INTO cells (cell_key, status, error) VALUES ('k', 'invalid', 'old')")
+    con.commit()
+    con.close()
+    with Store(tmp_path) as st:
+        assert st.cell_status() == {"k": "invalid"} and st.cell_inputs() == {"k": None}
+    con = sqlite3.connect(tmp_path / "results.sqlite")
+    assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    con.close()
+
+
+def test_a_leftover_of_a_process_we_may_not_signal_counts_as_alive(tmp_path, monkeypatch):
+    def refuse(pid, sig):  # noqa: ANN001, ANN202 - another user's live process
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", refuse)
+    other = tmp_path / ".quick.tmp-1-abcd1234"
+    other.mkdir()
+    recover_folder(tmp_path / "quick", ("board.json",))
+    assert other.exists()

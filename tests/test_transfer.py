@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robench import testing
 from robench.access import Transfer
 from robench.attack import create_attack
 from robench.data.skeleton import presence_mask
@@ -30,12 +31,7 @@ NAMES = tuple(FAST)
 
 def tiny_batch(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """ntu25 clips with zero-padded tails and, in even samples, an absent second body."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, T, V, M, generator=g) * 0.3
-    lengths = torch.tensor([T, T - 2, T - 3, T, T - 1, T - 4] * (n // 6 + 1))[:n]
-    x = x * (torch.arange(T)[None, :] < lengths[:, None]).view(n, 1, T, 1, 1)
-    x[0::2, :, :, :, 1] = 0
-    return x, torch.arange(n) % K
+    return testing.tiny_batch(n, seed, classes=K)
 
 
 def linear_model(seed: int) -> nn.Module:

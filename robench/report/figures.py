@@ -17,7 +17,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from robench.io import atomic_write  # noqa: E402
-from robench.report.render import eps_unit, family_label, threat_label, threat_of  # noqa: E402
+from robench.report.render import (  # noqa: E402
+    eps_unit,
+    family_label,
+    threat_label,
+    threat_of,
+    threat_unit,
+)
 
 DPI = 110
 
@@ -153,9 +159,7 @@ def robust_vs_eps(board: dict[str, Any], path: str | Path) -> Path | None:
 
 def _unit(board: dict[str, Any], curves: list[dict[str, Any]]) -> str | None:
     names = {p["threat"] for c in curves for p in c["points"]}
-    units = {  # a ThreatModel's default unit is metres
-        t.get("unit", "m") for t in board.get("threat_models", []) if t["name"] in names
-    }
+    units = {threat_unit(t) for t in board.get("threat_models", []) if t["name"] in names}
     return units.pop() if len(units) == 1 else None
 
 

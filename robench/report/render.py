@@ -119,11 +119,18 @@ def eps_unit(unit: str | None) -> tuple[float, str]:
     return (_CM[unit], "cm") if unit in _CM else (1.0, unit or "data units")
 
 
+def threat_unit(t: dict[str, Any]) -> str:
+    """A board threat model's unit; a dict without one had ThreatModel's default."""
+    from robench.threat import ThreatModel
+
+    return str(t.get("unit") or ThreatModel.__dataclass_fields__["unit"].default)
+
+
 def threat_label(t: dict[str, Any] | None, name: str = "") -> str:
     """``L∞, ε = 1 cm`` (+ ``, bone lengths ±1%``, ``, joints 0,3``, ``, frames 0-32``)."""
     if not t or "norm" not in t:
         return name or "?"
-    unit = t.get("unit", "m")  # a ThreatModel's default unit
+    unit = threat_unit(t)
     s = f"{_NORM.get(t['norm'], t['norm'])}, ε = {eps_display(t.get('eps'), unit)}"
     if t.get("preserve_bones"):
         s += f", bone lengths ±{100 * float(t.get('bone_tolerance') or 0):g}%"
