@@ -15,7 +15,9 @@ Shared conventions (all attacks here):
 - momentum buffers live inside one call (reset per batch), gradients come from
   ``torch.autograd.grad`` w.r.t. the input only, the model is used as given (already in eval mode);
 - success is whatever the *final* iterate achieves; there is no "best over iterations" bookkeeping
-  (PGD restarts keep, per sample, the final iterate of the best restart — see :class:`PGD`).
+  (PGD restarts keep, per sample, the final iterate of the best restart — see :class:`PGD`), except
+  with the ``early_stop`` option of BIM, PGD, ``tasar-fgsm`` and ``tasar-mifgsm``: then a sample leaves the batch at the first iterate that fools
+  the model and that iterate is returned (no more gradients are spent on it).
 """
 
 from __future__ import annotations
@@ -169,21 +171,42 @@ class FGSM(Attack):
 # ---------------------------------------------------------------------------------------- BIM
 @dataclass(frozen=True)
 class BIMConfig(AttackConfig):
-    """``steps``: iterations (10); ``alpha_rel``: α/ε, None = 1.25/steps (Kurakin et al.)."""
+    """``steps``: iterations (10); ``alpha_rel``: α/ε, None = 1.25/steps (Kurakin et al.);
+    ``early_stop``: keep each sample's first fooling iterate and stop spending gradients on it."""
 
     steps: int = 10
     alpha_rel: float | None = None
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         _positive(self.steps, "steps", "bim", integer=True)
         _alpha_rel(self.alpha_rel, 1.0, "bim")
 
 
-def _iterate(model, x, x_adv, label, targeted, threat, mask, steps: int, alpha: float) -> Tensor:
-    """``steps`` projected steepest-ascent steps ``x' ← Π(x' + α·dir(g))`` from ``x_adv``."""
+def _iterate(
+    model, x, x_adv, label, targeted, threat, mask, steps: int, alpha: float, early_stop=False
+) -> Tensor:
+    """``steps`` projected steepest-ascent steps ``x' ← Π(x' + α·dir(g))`` from ``x_adv``.
+
+    ``early_stop``: before each step the samples whose iterate already fools the model are frozen
+    (their iterate is final) and only the others are stepped. The logits of each gradient pass are
+    the check, so freezing costs no extra forward pass.
+    """
+    if not early_stop:
+        for _ in range(steps):
+            g, _ = _gradient(model, x_adv, label, targeted, mask)
+            x_adv = threat.project(x, x_adv + alpha * _direction(g, threat.norm))
+        return x_adv
+    x_adv = x_adv.clone()
+    active = torch.arange(x.shape[0], device=x.device)
     for _ in range(steps):
-        g, _ = _gradient(model, x_adv, label, targeted, mask)
-        x_adv = threat.project(x, x_adv + alpha * _direction(g, threat.norm))
+        g, logits = _gradient(model, x_adv[active], label[active], targeted, mask[active])
+        keep = ~_fooled(logits, label[active], targeted)
+        active, g = active[keep], g[keep]
+        if active.numel() == 0:
+            return x_adv
+        xa = x_adv[active] + alpha * _direction(g, threat.norm)
+        x_adv[active] = threat.project(x[active], xa)
     return x_adv
 
 
@@ -195,6 +218,9 @@ class BIM(Attack):
     Kurakin et al. use α = 1 (pixel) for ``min(ε + 4, 1.25ε)`` steps, i.e. a total path of 1.25ε;
     robench keeps that ratio for any step count: α = 1.25·ε/steps (``alpha_rel=None``).
     Departure: the paper clips to the valid pixel range as well; skeletons have no such range.
+    ``early_stop=True`` returns, per sample, the first iterate that fools the model (success "at some
+    iterate ≤ steps", never below the final-iterate rate; the convention of the TASAR benchmark code,
+    which stops a batch once all of it is fooled) and spends no more gradients on it.
     """
 
     knowledge = Knowledge.WHITE_BOX
@@ -209,19 +235,22 @@ class BIM(Attack):
         mask = _mask(threat, x)
         label = _label(y, target, c.targeted)
         return _iterate(
-            access.victim, x, x.clone(), label, c.targeted, threat, mask, c.steps, alpha
-        )
+            access.victim, x, x.clone(), label, c.targeted, threat, mask, c.steps, alpha,
+            c.early_stop,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------- PGD
 @dataclass(frozen=True)
 class PGDConfig(AttackConfig):
-    """``steps`` 10; ``alpha_rel`` None = 2.5/steps; ``restarts`` 1; ``random_start`` True."""
+    """``steps`` 10; ``alpha_rel`` None = 2.5/steps; ``restarts`` 1; ``random_start`` True;
+    ``early_stop`` False (as BIM's)."""
 
     steps: int = 10
     alpha_rel: float | None = None
     restarts: int = 1
     random_start: bool = True
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         _positive(self.steps, "steps", "pgd", integer=True)
@@ -242,7 +271,8 @@ class PGD(Attack):
     of the first restart that fools the model is kept, or, if none does, the one with the largest
     final loss (the AutoAttack/Madry convention; no best-over-iterations). With ``restarts > 1`` the
     random starts use successive sub-seeds of the generator. ``random_start=False`` starts at x
-    (then PGD equals BIM with PGD's step size).
+    (then PGD equals BIM with PGD's step size). ``early_stop=True`` keeps each sample's first
+    fooling iterate within a restart (see :class:`BIM`).
     """
 
     knowledge = Knowledge.WHITE_BOX
@@ -264,7 +294,9 @@ class PGD(Attack):
                 start = threat.project(
                     x, _random_start(x, mask, threat.eps, threat.norm, generator)
                 )
-            x_adv = _iterate(model, x, start, label, c.targeted, threat, mask, c.steps, alpha)
+            x_adv = _iterate(
+                model, x, start, label, c.targeted, threat, mask, c.steps, alpha, c.early_stop
+            )
             if c.restarts == 1:
                 return x_adv
             with torch.no_grad():
@@ -357,11 +389,13 @@ class NIFGSM(Attack):
 # ---------------------------------------------------------------------------------------- TASAR
 @dataclass(frozen=True)
 class TasarIterConfig(AttackConfig):
-    """``iterations`` 200; ``alpha_rel`` 1.0 (step = ε); ``momentum`` μ (0 plain, 0.1 MI)."""
+    """``iterations`` 200; ``alpha_rel`` 1.0 (step = ε); ``momentum`` μ (0 plain, 0.1 MI);
+    ``early_stop`` False (True: each sample keeps its first fooling iterate, as BIM's)."""
 
     iterations: int = 200
     alpha_rel: float = 1.0
     momentum: float = 0.0
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         _positive(self.iterations, "iterations", "tasar", integer=True)
@@ -388,10 +422,22 @@ class _TasarIterative(Attack):
         alpha = c.alpha_rel * threat.eps
         x_adv = x.clone()
         m = torch.zeros_like(x)  # reset per call (the benchmark's code keeps it across batches)
+        if not c.early_stop:
+            for _ in range(c.iterations):
+                g, _ = _gradient(model, x_adv, label, c.targeted, mask)
+                m = c.momentum * m + g
+                x_adv = threat.project(x, x_adv + alpha * _mean_abs_normalise(m, mask))
+            return x_adv
+        active = torch.arange(x.shape[0], device=x.device)
         for _ in range(c.iterations):
-            g, _ = _gradient(model, x_adv, label, c.targeted, mask)
-            m = c.momentum * m + g
-            x_adv = threat.project(x, x_adv + alpha * _mean_abs_normalise(m, mask))
+            g, logits = _gradient(model, x_adv[active], label[active], c.targeted, mask[active])
+            keep = ~_fooled(logits, label[active], c.targeted)  # freeze the fooled samples
+            active, g = active[keep], g[keep]
+            if active.numel() == 0:
+                break
+            m[active] = c.momentum * m[active] + g
+            step = alpha * _mean_abs_normalise(m[active], mask[active])
+            x_adv[active] = threat.project(x[active], x_adv[active] + step)
         return x_adv
 
 
@@ -404,6 +450,9 @@ class TasarFGSM(_TasarIterative):
     Departures from the benchmark code: the mean of N runs over the coordinates allowed to move
     (padding excluded); every iteration runs on every sample (the code stops a batch once all of it
     is fooled and reports the best fool rate over iterations; robench judges the final iterate).
+    ``early_stop=True`` freezes each sample at its first fooling iterate instead (per sample, where
+    the code stops per batch); its success bounds the code's "best fool rate over iterations" from
+    above, equal when fooled samples stay fooled.
     """
 
     Config = TasarIterConfig
@@ -416,7 +465,8 @@ class TasarMIFGSM(_TasarIterative):
     ``m_{k+1} = μ·m_k + g_k`` (raw gradients, μ = 0.1), ``x'_{k+1} = Π(x'_k + α·N(m_{k+1}))``,
     ``N(v) = v / mean|v|`` per sample, α = ε, 200 iterations. Not Dong et al.'s MI-FGSM (``mifgsm``).
     Departures from the benchmark code: momentum is reset per call (the code never resets it between
-    batches), the mean of N runs over the coordinates allowed to move, and the final iterate is judged.
+    batches), the mean of N runs over the coordinates allowed to move, and the final iterate is judged
+    (``early_stop=True``: each sample's first fooling iterate, as in :class:`TasarFGSM`).
     """
 
     Config = TasarMIConfig

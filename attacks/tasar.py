@@ -32,6 +32,10 @@ Where this departs from the released code (deliberately):
   un-normalised gradient to its momentum; here the SMI transform normalises first (``N(g)``, as in
   the SMI gradient of Lu et al., ICCV 2023).
 - ``smoothing=False`` (ablation): stage 2 runs plain SG-AdaHMC on CE while collecting SWAG.
+- The released code sums the Bayesian gradient over iterations (its ``ce_grad_sum`` is never reset
+  inside the attack loop), an implicit momentum of decay 1 on G_B that the paper does not state.
+  ``bayes_accumulate=True`` does the same (``A ← A + G_B``, the step uses ``N(A)``); the default,
+  False, follows the paper's update (``N(G_B)`` of the current iterate only).
 - Stage 2 starts from stage 1's last sample; the release restarts it from the stage-1 head of best
   validation accuracy (the attacker's data has no separate validation split here).
 - Per-head SWAG counters (the release shares one across heads); SG-AdaHMC as documented in
@@ -100,6 +104,7 @@ class TASARConfig(AttackConfig):
     rho: float = 0.1
     lam: float = 1e-3
     smoothing: bool = True
+    bayes_accumulate: bool = False
     posttrain_seed: int = 0
     cache_dir: str = ""
     use_cache: bool = True
@@ -184,6 +189,7 @@ class TASAR(Attack):
         alpha = cfg.step * threat.eps
         x_adv = x.detach().clone()
         mom = torch.zeros_like(x)
+        acc = torch.zeros_like(x)  # the release's ce_grad_sum (bayes_accumulate only)
         for _ in range(cfg.iterations):
             g_b = torch.zeros_like(x)
             g_m = torch.zeros_like(x)
@@ -195,6 +201,9 @@ class TASAR(Attack):
                 g_b += gb / len(models)
                 if gm is not None:
                     g_m += gm / len(models)
+            if cfg.bayes_accumulate:
+                acc = acc + g_b
+                g_b = acc
             d = ops.mean_abs_normalize(g_b * allowed)
             if fit is not None:
                 mom = cfg.motion_momentum * mom + fit.motion_gradient(g_m * allowed)

@@ -14,13 +14,17 @@ from robench.errors import ConfigError
 
 
 def make_config(cls: type, values: dict[str, Any], source: str = "config") -> Any:
-    """Build dataclass ``cls`` from ``values``; unknown or ill-typed fields raise a ConfigError."""
+    """Build dataclass ``cls`` from ``values``; unknown or ill-typed fields raise a ConfigError
+    (a ``bool`` field takes only ``True``/``False``)."""
     names = {f.name: f for f in dataclasses.fields(cls)}
-    for key in values:
+    for key, value in values.items():
         if key not in names:
             raise ConfigError(
                 f"expected one of {sorted(names)}, got unknown field {key!r} in {source}"
             )
+        if names[key].type in (bool, "bool") and not isinstance(value, bool):
+            # a YAML "false" (a string) or a 0 must not switch a flag on
+            raise ConfigError(f"expected true or false, got {value!r} in {source} field {key!r}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:

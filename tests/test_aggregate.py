@@ -375,3 +375,86 @@ def test_flags_are_sorted_by_code_then_message():
     (e,) = aggregate(frame(rows))["entries"]
     codes = [f["code"] for f in e["flags"]]
     assert codes == sorted(codes) and codes == ["random-forward", "zero-gradients"]
+
+
+def test_transfer_attacks_are_paired_against_ifgsm_on_the_same_clips():
+    """Surrogate u -> victim v and v -> u, 10 clips each, one not eligible. I-FGSM fools clips
+    0-2 of uv; the other attack fools 1-6 of uv and 0 of vu; the diagonal (u -> u) never enters."""
+    n = 10
+    cc = [1] * n
+    el = [1] * (n - 1) + [0]
+    fool = lambda idx: [1 if i in idx else 0 for i in range(n)]  # noqa: E731
+    tr = dict(knowledge="transfer", eligible=el)
+    rows = [
+        cell_rows("r-uv", "transfer-ifgsm", fool({0, 1, 2}), cc, surrogate="u", victim="v", **tr),
+        cell_rows("r-vu", "transfer-ifgsm", fool(set()), cc, surrogate="v", victim="u", **tr),
+        cell_rows(
+            "a-uv", "tasar", fool({1, 2, 3, 4, 5, 6, 9}), cc, surrogate="u", victim="v", **tr
+        ),
+        cell_rows("a-vu", "tasar", fool({0}), cc, surrogate="v", victim="u", **tr),
+        cell_rows("a-uu", "tasar", fool(set(range(n))), cc, surrogate="u", victim="u", **tr),
+        cell_rows("r-uu", "transfer-ifgsm", fool(set()), cc, surrogate="u", victim="u", **tr),
+    ]
+    mats = {m["attack"]: m for m in aggregate(frame(*rows))["transfer"]}
+    assert "vs_reference" not in mats["transfer-ifgsm"]
+    v = mats["tasar"]["vs_reference"]
+    # 18 eligible off-diagonal units over 9 clips (clip 9 is not eligible);
+    # b = {3,4,5,6 of uv, 0 of vu}, c = {0 of uv}
+    assert (v["n"], v["clips"], v["only_attack"], v["only_reference"]) == (18, 9, 5, 1)
+    assert v["difference"] == pytest.approx(4 / 18)
+    # clustered by clip: d = (0: -1 + 1, 3..6: +1 each, others 0), m = 2 units per clip
+    d = [0, 0, 0, 1, 1, 1, 1, 0, 0]
+    se = math.sqrt(9 / 8 * sum((di - 4 / 18 * 2) ** 2 for di in d)) / 18
+    assert v["ci"] == pytest.approx([4 / 18 - 1.96 * se, 4 / 18 + 1.96 * se])
+    # sign flips: |Σ s_i d_i| >= 4 only when the four non-zero clips share a sign: p = 2/16
+    assert v["p_value"] == pytest.approx(2 / 16, abs=0.015)
+    assert v["p_mcnemar"] == pytest.approx(2 * (1 + 6) / 2**6)  # exact binomial, 1 of 6 at 1/2
+    assert v["reference"] == "transfer-ifgsm"
+    assert mats["tasar"]["off_diagonal"] == proportion(7, 18)
+
+
+def test_clustering_widens_the_interval_when_a_clips_pairs_agree():
+    import numpy as np
+
+    from robench.report.aggregate import clustered_test
+
+    # 10 clips x 3 units, the attack alone fooling every unit of clips 0-3: agreeing pairs
+    d = np.array([3.0] * 4 + [0.0] * 6)
+    m = np.full(10, 3.0)
+    se, p = clustered_test(d, m)
+    diff = 12 / 30
+    naive = math.sqrt(12 - 12**2 / 30) / 30  # the unit-level Wald se
+    assert se == pytest.approx(math.sqrt(10 / 9 * float(((d - diff * m) ** 2).sum())) / 30)
+    assert se > naive
+    assert p == pytest.approx(2 / 16, abs=0.015)  # 4 clips: as strong as 4 coin flips, not 12
+    assert clustered_test(np.zeros(5), np.ones(5)) == (0.0, 1.0)
+
+
+def test_an_ensemble_has_no_units_in_common_with_single_surrogate_ifgsm():
+    cc = [1, 1]
+    tr = dict(knowledge="transfer")
+    rows = [
+        cell_rows("r", "transfer-ifgsm", [1, 0], cc, surrogate="u", victim="v", **tr),
+        cell_rows("e", "ensemble", [1, 1], cc, surrogate="u+w", victim="v", **tr),
+    ]
+    mats = {m["attack"]: m for m in aggregate(frame(*rows))["transfer"]}
+    assert mats["ensemble"]["vs_reference"] is None
+
+
+def test_mcnemar_p_values():
+    from robench.report.aggregate import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(3, 3) == pytest.approx(1.0)
+    assert mcnemar_p(10, 2) == pytest.approx(2 * sum(math.comb(12, k) for k in range(3)) / 2**12)
+    assert mcnemar_p(2, 10) == mcnemar_p(10, 2)
+    assert mcnemar_p(0, 1) == 1.0 and mcnemar_p(0, 5) == pytest.approx(2 / 32)
+    # large counts stay exact (no float overflow of 2**n)
+    assert 0 < mcnemar_p(900, 1100) < 1e-4
+
+
+def test_no_reference_run_means_no_paired_comparison():
+    cc = [1, 1]
+    rows = [cell_rows("a", "tasar", [1, 0], cc, knowledge="transfer", surrogate="u", victim="v")]
+    (m,) = aggregate(frame(*rows))["transfer"]
+    assert m["vs_reference"] is None

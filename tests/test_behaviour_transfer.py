@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from robench.attacks.transfer import DIMConfig, diverse_inputs
@@ -82,15 +83,19 @@ def smi_by_hand(g: torch.Tensor, fit) -> torch.Tensor:
 TASAR_SMALL = dict(samples=3, heads=2, post_steps=3, snapshots=4, inner_steps=2, use_cache=False)
 
 
-def test_tasar_update_is_0p8_bayesian_plus_0p2_motion_with_momentum() -> None:
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_tasar_update_is_0p8_bayesian_plus_0p2_motion_with_momentum(accumulate: bool) -> None:
     """Two iterations of ``x' ← Π(x' + α·(0.8·N(G_B) + 0.2·N(m)))``, ``m ← m + SMI(G_M)`` (μ = 1),
-    rebuilt from per-head autograd on the released head structure and a hand SMI transform."""
+    rebuilt from per-head autograd on the released head structure and a hand SMI transform; with
+    ``bayes_accumulate`` the Bayesian term is ``N(A)``, ``A ← A + G_B`` (the release's ce_grad_sum)."""
     model = Net()
     x, y = tasar_batch()
     tx, ty = tasar_batch(16, seed=7)
     threat = ThreatModel(eps=0.05)
     step = 0.25  # α = 0.0125: small enough that the linf box clips (almost) nothing
-    attack = create_attack("tasar", iterations=2, step=step, **TASAR_SMALL)
+    attack = create_attack(
+        "tasar", iterations=2, step=step, bayes_accumulate=accumulate, **TASAR_SMALL
+    )
     assert attack.config.motion_weight == 0.2 and attack.config.motion_momentum == 1.0
     got = attack(Transfer([model], tx, ty), x, y, threat, torch.Generator().manual_seed(11))
 
@@ -101,7 +106,7 @@ def test_tasar_update_is_0p8_bayesian_plus_0p2_motion_with_momentum() -> None:
     allowed = threat.allowed_mask(x)
     alpha = step * threat.eps
     gen = torch.Generator().manual_seed(11)
-    x_ref, mom = x.clone(), torch.zeros_like(x)
+    x_ref, mom, acc = x.clone(), torch.zeros_like(x), torch.zeros_like(x)
     motion_part = []
     for _ in range(2):
         theta = swag_sample(mean, std, 3, 1.5, gen)  # (K·S, P)
@@ -115,7 +120,8 @@ def test_tasar_update_is_0p8_bayesian_plus_0p2_motion_with_momentum() -> None:
         (g_m,) = torch.autograd.grad(F.cross_entropy(ens, y, reduction="sum"), xr)
         mom = mom + smi_by_hand(g_m * allowed, fit)
         motion_part.append(alpha * 0.2 * mean_abs(mom) * allowed)
-        d = 0.8 * mean_abs(g_b * allowed) + 0.2 * mean_abs(mom)
+        acc = acc + g_b
+        d = 0.8 * mean_abs((acc if accumulate else g_b) * allowed) + 0.2 * mean_abs(mom)
         x_ref = threat.project(x, x_ref + alpha * d * allowed)
     torch.testing.assert_close(got, x_ref, rtol=1e-5, atol=2e-6)
     # the motion term is far above the tolerance: dropping it cannot go unnoticed

@@ -145,3 +145,17 @@ def test_subset_is_first_n_of_a_seeded_permutation():
     assert subset_hash(a) != subset_hash(SubsetSpec(n=4, seed=2).select(ids))
     with pytest.raises(ConfigError, match="subset.n"):
         SubsetSpec(n=11).select(ids)
+
+
+def test_the_world_is_the_dataset_name_not_an_option(tmp_path):
+    doc = {
+        "id": "w",
+        "dataset": {"name": "synth-ntu25", "world": "synth-ntu60"},
+        "victims": ["stgcn"],
+        "attacks": ["fgsm"],
+        "threats": [{"norm": "linf", "eps": 0.01}],
+    }
+    p = tmp_path / "w.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="unknown key 'world'"):
+        load_benchmark(p)

@@ -395,3 +395,42 @@ def test_figure_axes_and_bands(tmp_path, monkeypatch):
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     ys = [sorted({round(float(v), 6) for v in b.get_paths()[0].vertices[:, 1]}) for b in bands]
     assert any(min(y) == round(min(lo), 6) and max(y) == round(max(hi), 6) for y in ys)
+
+
+def test_board_ranks_transfer_attacks_with_paired_p_values():
+    rows = []
+    n = 10
+    cc = [1] * n
+    fool = lambda idx: [1 if i in idx else 0 for i in range(n)]  # noqa: E731
+    for key, attack, s, v, idx in (
+        ("r-uv", "transfer-ifgsm", "u", "v", {0, 1, 2}),
+        ("r-vu", "transfer-ifgsm", "v", "u", set()),
+        ("a-uv", "tasar", "u", "v", {1, 2, 3, 4, 5, 6}),
+        ("a-vu", "tasar", "v", "u", {0}),
+    ):
+        rows.append(cell_rows(key, attack, fool(idx), cc, knowledge="transfer", surrogate=s,
+                              victim=v))  # fmt: skip
+    df = frame(*rows)
+    board = build_board(df, cells_of(df), META)
+    validate_board(board)
+    md = render_markdown(board)
+    assert "transfer attacks compared" in md and "Δ vs transfer-ifgsm" in md
+    # ranked by transfer success: tasar (7/20) above transfer-ifgsm (3/20); b / c = 5 / 1
+    i_tasar, i_ref = md.index("| tasar |"), md.index("| transfer-ifgsm |")
+    assert i_tasar < i_ref
+    line = next(ln for ln in md.splitlines() if ln.startswith("| tasar |"))
+    assert "+20.0" in line and "5 / 1" in line and "0.22" in line  # McNemar p = 14/64
+    assert "p (clips)" in md and "clustered by clip" in md
+    bad = copy.deepcopy(board)
+    tasar = next(m for m in bad["transfer"] if m["attack"] == "tasar")
+    tasar["vs_reference"]["p_value"] = 2
+    with pytest.raises(DataError, match="vs_reference.p_value"):
+        validate_board(bad)
+    bad = copy.deepcopy(board)
+    tasar = next(m for m in bad["transfer"] if m["attack"] == "tasar")
+    tasar["vs_reference"]["ci"] = [0.5, 0.6]  # does not contain the difference
+    with pytest.raises(DataError, match="vs_reference.ci"):
+        validate_board(bad)
+    del tasar["vs_reference"]["difference"]
+    with pytest.raises(DataError, match="difference"):
+        validate_board(bad)

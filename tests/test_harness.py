@@ -409,3 +409,35 @@ def test_ensemble_attacks_receive_every_surrogate_in_one_generation(tmp_path, vi
             # eligible: every surrogate and the victim correct (here victims = surrogates)
             assert g["eligible"].tolist() == both.loc[g["sample_id"]].tolist()
         store.close()
+
+
+def test_two_transfer_attacks_on_one_surrogate_keep_their_own_generations(tmp_path, victims):
+    """The HDM05 oddity of issue 12 (TASAR and transfer-I-FGSM with identical per-sample outcomes):
+    each attack config has its own generation key, its own cached examples and its own outcomes,
+    so identical outcomes can only come from the examples themselves (e.g. both fooling nothing)."""
+    from robench.run.harness import prepare
+
+    attacks = [
+        {"name": "transfer-ifgsm", "params": {"steps": 3}},
+        {"name": "transfer-mifgsm", "params": {"steps": 3}},
+    ]
+    b = load_benchmark(write_bench(tmp_path, victims, attacks, surrogates=[str(victims[0])]))
+    cells = prepare(b, tmp_path / "g", "cpu").cells
+    by_attack: dict[str, set] = {}
+    for c in cells:
+        by_attack.setdefault(c.attack.name, set()).add(c.gen_key)
+    assert all(len(v) == 1 for v in by_attack.values()), by_attack  # one generation per attack
+    assert by_attack["transfer-ifgsm"] != by_attack["transfer-mifgsm"]
+    store = run_benchmark(b, tmp_path / "g", progress=False)
+    f = store.frame()
+    store.close()
+    cached = {
+        c.attack.name: torch.load(
+            tmp_path / "g" / "cache" / f"transfer-{c.gen_key}.pt", weights_only=True
+        )
+        for c in cells
+    }
+    assert len(list((tmp_path / "g" / "cache").glob("transfer-*.pt"))) == 2
+    assert not torch.equal(cached["transfer-ifgsm"]["x_adv"], cached["transfer-mifgsm"]["x_adv"])
+    for name in by_attack:
+        assert len(f[f["attack"] == name]) == len(victims) * 16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from robench.commands.options import quiet_option
-from robench.run.oneoff import format_summary, run_one_off, trained_victim
+from robench.run.oneoff import format_summary, run_one_off, trained_on, trained_victim
 
 
 @click.command("attack")
@@ -33,7 +33,9 @@ from robench.run.oneoff import format_summary, run_one_off, trained_victim
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option(
-    "--dataset", default=None, help="built-in name or .npz path (test split); default synth-ntu25"
+    "--dataset",
+    default=None,
+    help="built-in name or .npz path (test split); default: the one the victim was trained on",
 )
 @click.option(
     "--checkpoint",
@@ -63,12 +65,10 @@ def attack_cmd(
     batches; every batch is verified against the threat model. Success rate comes with a 95% Wilson
     interval.
     """
-    data = None
-    if dataset is not None:
-        from robench.data import open_dataset
+    from robench.data import open_dataset
 
-        data = open_dataset(dataset).get_split("test")
     model = trained_victim(victim, checkpoint)
+    data = open_dataset(dataset or trained_on(victim, checkpoint)).get_split("test")
     result = run_one_off(
         victim,
         attack,

@@ -13,7 +13,7 @@ from robench.data.skeleton import presence_mask
 from robench.errors import UnknownNameError
 from robench.registry import suggest
 
-BUILDERS = ("synth-ntu25",)
+BUILDERS = ("synth-ntu25", "synth-ntu60")
 
 
 def describe(ds: SkeletonSet) -> list[str]:
@@ -44,17 +44,18 @@ def describe(ds: SkeletonSet) -> list[str]:
 
 def realism_table(ds: SkeletonSet) -> list[str]:
     """The realism statistics of an ntu25 set in a metric unit against the NTU targets and bands."""
-    from robench.data.synth import REALISM_BANDS, REALISM_TARGETS, realism_stats
+    from robench.data.synth import REALISM_TARGETS, realism_bands, realism_stats
 
     if ds.topology.name != "ntu25" or ds.unit not in METRES_PER_UNIT:
         return [
             f"realism statistics need the ntu25 topology in a metric unit; got {ds.topology.name} in {ds.unit}"
         ]
     stats = realism_stats(ds)
+    bands = realism_bands(ds.name)
     lines = [f"{'statistic':<24} {'value':>9} {'target':>9} {'band':>19}  ok"]
     for key, value in stats.items():
         if key in REALISM_TARGETS:
-            lo, hi = REALISM_BANDS[key]
+            lo, hi = bands[key]
             ok = "yes" if lo <= value <= hi else ("n/a" if math.isnan(value) else "NO")
             lines.append(
                 f"{key:<24} {value:>9.4f} {REALISM_TARGETS[key]:>9.4f} {f'[{lo:.4f}, {hi:.4f}]':>19}  {ok}"
@@ -73,14 +74,21 @@ def data_group() -> None:
 @click.argument("name")
 @out_option("output .npz path", required=True, dir_okay=False)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-train", type=int, default=2000, show_default=True)
-@click.option("--n-test", type=int, default=600, show_default=True)
+@click.option("--n-train", type=int, default=None, help="default: the world's (2,000 / 3,000)")
+@click.option("--n-test", type=int, default=None, help="default: the world's (600 / 900)")
 @click.option("--num-frames", type=int, default=64, show_default=True)
 @quiet_option("no progress bar")
 def build(
-    name: str, out: str, seed: int, n_train: int, n_test: int, num_frames: int, quiet: bool
+    name: str,
+    out: str,
+    seed: int,
+    n_train: int | None,
+    n_test: int | None,
+    num_frames: int,
+    quiet: bool,
 ) -> None:
-    """Generate built-in data set NAME (synth-ntu25), write it to --out and print its statistics."""
+    """Generate built-in data set NAME (synth-ntu25 or synth-ntu60), write it to --out and print
+    its statistics."""
     if name not in BUILDERS:
         close = suggest(name, BUILDERS)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -90,7 +98,12 @@ def build(
     from robench.data.synth import generate
 
     ds = generate(
-        seed=seed, n_train=n_train, n_test=n_test, num_frames=num_frames, progress=not quiet
+        seed=seed,
+        n_train=n_train,
+        n_test=n_test,
+        num_frames=num_frames,
+        progress=not quiet,
+        world=name,
     )
     path = ds.save(out)
     click.echo(f"wrote {path} (fingerprint {ds.fingerprint()[:12]})")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from robench import zoo
 from robench.commands.options import noting_tracked, out_option, quiet_option
 from robench.data import open_dataset
+from robench.errors import ConfigError
 from robench.zoo.train import TrainConfig, train_and_save
 
 
@@ -82,32 +82,44 @@ def zoo_list() -> None:
 
 
 @zoo_group.command("build")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.argument("names", nargs=-1)
+@click.option(
+    "--dataset", default=None, help="only the checkpoints trained on this data set (synth-ntu60)"
+)
 @quiet_option("no progress bar")
 @out_option("output folder (default: the package's zoo folder)", file_okay=False)
-def zoo_build(seed: int, quiet: bool, out: str | None) -> None:
-    """Retrain every shipped victim on synth-ntu25 (what produced the shipped checkpoints)."""
-    data = open_dataset("synth-ntu25")
+def zoo_build(names: tuple[str, ...], dataset: str | None, quiet: bool, out: str | None) -> None:
+    """Retrain the shipped victims NAMES (default: all of them, or all of --dataset) with the zoo's
+    recipes, data sets and seeds: what produced the shipped checkpoints. Each one is written as soon
+    as it is trained, so an interrupted build resumes by naming the rest."""
+    plan = dict(zoo.PLAN)
+    for name in names:
+        if name not in plan:
+            raise zoo.VICTIMS.unknown(name, extra_names=list(plan))
+    chosen = [n for n in plan if (not names or n in names) and dataset in (None, plan[n][1])]
+    if not chosen:
+        what = f"a data set of {', '.join(names)}" if names else "a data set of the zoo plan"
+        raise ConfigError(f"expected {what}, got {dataset!r} in option '--dataset'")
     target = Path(out) if out else zoo.zoo_dir()
     with noting_tracked(target):
-        _build(target, data, seed, quiet)
+        _build(target, [(n, *plan[n]) for n in chosen], quiet)
 
 
-def _build(target: Path, data: Any, seed: int, quiet: bool) -> None:
-    for arch in zoo.RECIPES:
+def _build(target: Path, chosen: list[tuple[str, str, str, int]], quiet: bool) -> None:
+    for name, arch, dataset, seed in chosen:
         recipe = zoo.recipe(arch)
         tc = TrainConfig(**{**recipe["train"], "seed": seed})
         meta = train_and_save(
             arch,
-            data,
-            target / f"{arch}.synth_ntu25",
+            open_dataset(dataset),
+            target / name,
             tc,
             recipe["config"],
             progress=not quiet,
-            extra_meta={"command": f"robench zoo build --seed {seed}"},
+            extra_meta={"command": f"robench zoo build {name}"},
         )
         click.echo(
-            f"{arch}.synth_ntu25: clean accuracy {meta['clean_accuracy']:.4f}, {meta['train_seconds']} s"
+            f"{name}: clean accuracy {meta['clean_accuracy']:.4f}, {meta['train_seconds']} s"
         )
 
 

@@ -1,6 +1,6 @@
 """Skeleton data: topologies (:mod:`.skeleton`), the ``SkeletonSet`` container and its ``.npz`` format
-(:mod:`.dataset`), and the embedded procedural data set ``synth-ntu25`` (:mod:`.synth`,
-:mod:`.synth_motion`). :func:`open_dataset` opens any of them by name or path."""
+(:mod:`.dataset`), and the embedded procedural data sets ``synth-ntu25`` and ``synth-ntu60``
+(:mod:`.synth`, :mod:`.synth_motion`, :mod:`.synth_gestures`). :func:`open_dataset` opens any of them by name or path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from robench.data.dataset import SkeletonSet
 from robench.errors import DataError
 from robench.registry import suggest
 
-BUILTIN_DATASETS = ("synth-ntu25",)
+BUILTIN_DATASETS = ("synth-ntu25", "synth-ntu60")
 
 
 def open_dataset(name_or_path: str | Path, **options: int) -> SkeletonSet:
@@ -19,10 +19,10 @@ def open_dataset(name_or_path: str | Path, **options: int) -> SkeletonSet:
     ``options`` go to the generator of a built-in (``seed``, ``n_train``, ``n_test``, ``num_frames``).
     """
     name = str(name_or_path)
-    if name == "synth-ntu25":
+    if name in BUILTIN_DATASETS:
         from robench.data import synth
 
-        return _generate_cached(tuple(sorted(options.items())), synth.generate)
+        return _generate_cached(tuple(sorted({**options, "world": name}.items())), synth.generate)
     if name.endswith(".npz"):
         if options:
             raise DataError(

@@ -40,6 +40,7 @@ SEMI_DISTAL = tuple(J[f"{part}_{s}"] for part in ("wrist", "ankle") for s in ("l
 _SIDE_DOFS = (
     "clav", "sh_flex", "sh_abd", "sh_rot", "elbow", "wrist",
     "hip_flex", "hip_abd", "hip_rot", "knee", "ankle",
+    "finger", "thumb", "wrist_twist",
 )  # fmt: skip
 DOFS = (
     "root_x", "root_y", "root_z", "root_yaw", "root_pitch", "root_roll",
@@ -134,6 +135,12 @@ def _chain(*mats: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _maybe(r: torch.Tensor, rot, angle: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """``r @ rot(angle)``, skipped when every angle is 0 (the hand and finger degrees of freedom added
+    for synth-ntu60 then leave synth-ntu25's coordinates bit for bit as they were)."""
+    return r @ rot(angle) if bool(angle.ne(0).any()) else r
+
+
 def forward_kinematics(q: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
     """Joint positions of poses ``q`` (B, T, len(DOFS)) on bodies ``offsets`` (B, 25, 3) -> (B, T, 25, 3)
     float64 tensor. Root translation (``root_x/y/z``) is NOT applied here (see :func:`place_on_floor`).
@@ -155,6 +162,7 @@ def forward_kinematics(q: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
             rot_y(m * g[f"sh_rot_{s}"]),
         )
         r_fa = r_ua @ rot_x(-g[f"elbow_{s}"])
+        r_fa = _maybe(r_fa, rot_y, m * g[f"wrist_twist_{s}"])
         r_hand = r_fa @ rot_x(-g[f"wrist_{s}"])
         r_th = _chain(
             r_pelvis,
@@ -166,8 +174,10 @@ def forward_kinematics(q: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
         seg[J[f"shoulder_{name}"]] = r_s2 @ rot_z(m * g[f"clav_{s}"])
         seg[J[f"elbow_{name}"]] = r_ua
         seg[J[f"wrist_{name}"]] = r_fa
-        for part in ("hand", "handtip", "thumb"):
-            seg[J[f"{part}_{name}"]] = r_hand
+        seg[J[f"hand_{name}"]] = r_hand
+        # finger flexion curls the hand tip towards the palm; the thumb folds across it
+        seg[J[f"handtip_{name}"]] = _maybe(r_hand, rot_x, -g[f"finger_{s}"])
+        seg[J[f"thumb_{name}"]] = _maybe(r_hand, rot_z, m * g[f"thumb_{s}"])
         seg[J[f"hip_{name}"]] = r_pelvis
         seg[J[f"knee_{name}"]] = r_th
         seg[J[f"ankle_{name}"]] = r_sh
@@ -293,10 +303,19 @@ def idle(
 def _active_window(c: Ctx, rise: float, fall: float) -> np.ndarray:
     """An envelope that raises a pose, holds it and lowers it, covering 40-95 % of the clip at a random
     position (clips keep some idle time before and after the action, as real recordings do)."""
+    return active_window_timed(c, rise, fall)[0]
+
+
+def active_window_timed(
+    c: Ctx, rise: float, fall: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_active_window` and its timing: ``(envelope, hold start, hold duration)`` (s, (n, 1)),
+    so that an action's cue (a wrist tilt, a release) can be placed inside the held pose."""
     r = rise / c.speed * c.u(0.8, 1.2)
     f = fall / c.speed * c.u(0.8, 1.2)
     hold = np.maximum(c.dur * c.u(0.4, 0.95) - r - f, 0.3)
-    return bump(c.t, c.onset(r + hold + f, earliest=0.05), r, hold, f)
+    t0 = c.onset(r + hold + f, earliest=0.05)
+    return bump(c.t, t0, r, hold, f), t0 + r, hold
 
 
 def _hand_up(c: Ctx, q: np.ndarray, s: str, e: np.ndarray, waving: bool) -> None:
@@ -384,21 +403,27 @@ def kick(base_duration: float) -> Callable[[Ctx], None]:
     """Front kick with the right leg: chamber (knee up), extend, retract; trunk leans back."""
 
     def fn(c: Ctx) -> None:
-        dur = base_duration * np.exp(c.rng.normal(0, 0.2, (c.n, 1))) / c.speed
-        t0 = c.onset(dur)
-        u = np.clip((c.t - t0) / dur, 0, 1)
-        lift = np.sin(np.pi * u) ** 2
-        k = c.u(0.8, 1.4) * c.amp
-        c.add(c.q1, "hip_flex_r", k * lift)
-        c.add(c.q1, "knee_r", c.u(0.7, 1.2) * np.sin(2 * np.pi * u) ** 2)
-        c.add(c.q1, "ankle_r", -0.3 * lift)
-        c.add(c.q1, "spine_flex", -0.15 * k * lift)
-        c.add(c.q1, "sh_abd_l", 0.25 * lift)
-        c.add(c.q1, "sh_abd_r", 0.2 * lift)
-        c.add(c.q1, "sh_flex_l", 0.3 * lift)
-        c.add(c.q1, "sh_flex_r", -0.2 * lift)
+        kick_timed(c, base_duration)
 
     return fn
+
+
+def kick_timed(c: Ctx, base_duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """The kick of :func:`kick` on ``c``; returns its ``(start, duration)`` (s, (n, 1))."""
+    dur = base_duration * np.exp(c.rng.normal(0, 0.2, (c.n, 1))) / c.speed
+    t0 = c.onset(dur)
+    u = np.clip((c.t - t0) / dur, 0, 1)
+    lift = np.sin(np.pi * u) ** 2
+    k = c.u(0.8, 1.4) * c.amp
+    c.add(c.q1, "hip_flex_r", k * lift)
+    c.add(c.q1, "knee_r", c.u(0.7, 1.2) * np.sin(2 * np.pi * u) ** 2)
+    c.add(c.q1, "ankle_r", -0.3 * lift)
+    c.add(c.q1, "spine_flex", -0.15 * k * lift)
+    c.add(c.q1, "sh_abd_l", 0.25 * lift)
+    c.add(c.q1, "sh_abd_r", 0.2 * lift)
+    c.add(c.q1, "sh_flex_l", 0.3 * lift)
+    c.add(c.q1, "sh_flex_r", -0.2 * lift)
+    return t0, dur
 
 
 def _trunk_pitch(c: Ctx, q: np.ndarray, pitch: np.ndarray) -> None:

@@ -326,8 +326,51 @@ def _attack_table(
     return Table(title, head, rows, sub)
 
 
+def _comparison_table(mats: list[dict[str, Any]]) -> Table | None:
+    """Transfer attacks ranked by pooled off-diagonal success, each paired against the reference."""
+    refs = [t["vs_reference"]["reference"] for t in mats if t.get("vs_reference")]
+    if not refs:
+        return None
+    ref = refs[0]
+    rows = []
+    for t in sorted(mats, key=lambda t: -((t.get("off_diagonal") or {}).get("value") or 0)):
+        v = t.get("vs_reference")
+        if v is None:
+            text = "reference" if t["attack"] == ref else "—"
+            why = "" if t["attack"] == ref else f"no units in common with {ref} (other surrogates)"
+            paired = [Cell(text, cls="t", title=why), Cell(""), Cell(""), Cell("")]
+        else:
+            lo, hi = v["ci"]
+            paired = [
+                Cell(f"{100 * v['difference']:+.1f}", f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                     sort=v["difference"], title=f"{v['n']} paired units over {v['clips']} clips"),
+                Cell(f"{v['p_value']:.2g}", sort=v["p_value"]),
+                Cell(f"{v['p_mcnemar']:.2g}", sort=v["p_mcnemar"]),
+                Cell(f"{v['only_attack']} / {v['only_reference']}", sort=v["only_attack"]),
+            ]  # fmt: skip
+        rows.append([Cell(t["attack"], sort=t["attack"], cls="t"), prop_cell(t.get("off_diagonal")),
+                     *paired])  # fmt: skip
+    note = (
+        f"transfer success pooled over every off-diagonal surrogate → victim pair (95% Wilson "
+        f"interval); Δ = success minus {ref}'s on the same (surrogate, victim, clip) units, with a "
+        f"95% interval clustered by clip; p = sign-flip randomisation test clustered by clip; "
+        f"McNemar = the exact test treating every unit as independent; b / c = units only this "
+        f"attack / only {ref} fools"
+    )
+    return Table(
+        "transfer attacks compared",
+        ["attack", "transfer success", f"Δ vs {ref} (points)", "p (clips)", "p (McNemar)", "b / c"],
+        rows,
+        note=note,
+        show_title=True,
+    )
+
+
 def _transfer_section(mats: list[dict[str, Any]], label: str) -> Section:
     tables = []
+    comparison = _comparison_table(mats)
+    if comparison is not None:
+        tables.append(comparison)
     for t in mats:
         diag = {tuple(rc) for rc in t.get("diagonal") or []}
         rows = []

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from robench.errors import DataError
@@ -47,6 +48,38 @@ def _list(v: Any, field: str) -> list[Any]:
 def _str(v: Any, field: str, nullable: bool = False) -> None:
     if not (isinstance(v, str) or (nullable and v is None)):
         raise _fail(field, "a string" + (" or null" if nullable else ""), v)
+
+
+def _number(v: Any, field: str, lo: float | None = None, hi: float | None = None) -> float:
+    ok = not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+    if not ok or (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f" in [{lo}, {hi}]" if lo is not None else ""
+        raise _fail(field, f"a number{rng}", v)
+    return float(v)
+
+
+def _paired(p: Any, field: str) -> None:
+    """A paired comparison: n >= 1 units over >= 1 clips with only_attack + only_reference <= n,
+    a difference in [-1, 1] inside its interval, p-values in [0, 1]."""
+    p = _obj(p, field)
+    _str(_req(p, "reference", field), f"{field}.reference")
+    counts = {}
+    for k in ("n", "clips", "only_attack", "only_reference"):
+        v = _req(p, k, field)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k in ("n", "clips") else 0):
+            raise _fail(f"{field}.{k}", "an integer >= 1" if k in ("n", "clips") else ">= 0", v)
+        counts[k] = v
+    if counts["only_attack"] + counts["only_reference"] > counts["n"]:
+        raise _fail(f"{field}.n", "at least only_attack + only_reference", counts["n"])
+    diff = _number(_req(p, "difference", field), f"{field}.difference", -1.0, 1.0)
+    for k in ("p_value", "p_mcnemar"):
+        _number(_req(p, k, field), f"{field}.{k}", 0.0, 1.0)
+    ci = _req(p, "ci", field)
+    if not isinstance(ci, list) or len(ci) != 2:
+        raise _fail(f"{field}.ci", "[lo, hi]", str(ci))
+    lo, hi = (_number(c, f"{field}.ci", None, None) for c in ci)
+    if not lo <= diff <= hi:
+        raise _fail(f"{field}.ci", "[lo, hi] around the difference", str(ci))
 
 
 def _prop(p: Any, field: str) -> None:
@@ -169,6 +202,8 @@ def validate_board(d: Any) -> None:
                         f"{f}.diagonal[{j}]", "a [row, column] pair inside the matrix", str(rc)
                     )
             _prop(_req(t, "off_diagonal", f), f"{f}.off_diagonal")
+            if t.get("vs_reference") is not None:
+                _paired(t["vs_reference"], f"{f}.vs_reference")
     for i, c in enumerate(_list(_req(d, "eps_curves", ""), "eps_curves")):
         f = f"eps_curves[{i}]"
         for j, p in enumerate(_list(_req(_obj(c, f), "points", f), f"{f}.points")):

@@ -246,7 +246,8 @@ def _synth_options() -> tuple[str, ...]:
         names = tuple(
             p
             for p, v in params.items()
-            if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD) and p != "progress"
+            if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)
+            and p not in ("progress", "world")
         )
         return names or _SYNTH_OPTIONS
     except (ImportError, AttributeError):

@@ -75,6 +75,30 @@ def trained_victim(name: str, checkpoint: str | None = None) -> nn.Module:
     return create_victim(name)
 
 
+def trained_on(name: str, checkpoint: str | None = None) -> str:
+    """The built-in data set a trained victim was trained on (its metadata's ``dataset``): the
+    default test split of one-off runs. ``synth-ntu25`` when the metadata is unreadable or names no
+    data set (old checkpoints); a victim trained on a file is refused (``--dataset`` must name it)."""
+    from robench.data import BUILTIN_DATASETS
+    from robench.errors import RobenchError
+    from robench.zoo import checkpoint_path
+    from robench.zoo.checkpoint import read_metadata
+
+    try:
+        meta = read_metadata(checkpoint or checkpoint_path(name))
+    except RobenchError:
+        return "synth-ntu25"
+    ds = meta.get("dataset")
+    if not ds:
+        return "synth-ntu25"
+    if ds not in BUILTIN_DATASETS:
+        raise ConfigError(
+            f"expected --dataset for victim {name!r}, got a victim trained on {ds!r} (not a "
+            f"built-in data set) in option '--dataset'"
+        )
+    return ds
+
+
 def _device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -121,8 +145,8 @@ def run_one_off(
 ) -> dict[str, Any]:
     """Attack the first ``n`` correctly classified test samples; returns a summary dict.
 
-    ``model``/``dataset`` default to ``create_victim(victim_name)`` and the test split of
-    ``robench.synth.generate(seed=0)``; pass them to run on anything else (``victim_name`` is then
+    ``model``/``dataset`` default to ``create_victim(victim_name)`` and the test split of the
+    built-in data set it was trained on (:func:`trained_on`; ``synth-ntu25`` when unknown); pass them to run on anything else (``victim_name`` is then
     only a label). ``steps`` maps onto the attack's ``steps`` or ``iterations`` field. Keys of the
     result: victim, attack, threat, eps, norm, unit, seed, n_test, n_scanned (test samples classified
     until ``n`` correct ones were found), clean_accuracy (on the scanned samples), n (attacked),
@@ -140,7 +164,7 @@ def run_one_off(
             f"{attack_name!r} (run it through a benchmark config instead)"
         )
     if dataset is None:
-        dataset = open_dataset("synth-ntu25", seed=0).get_split("test")  # = synth.generate(seed=0)
+        dataset = open_dataset(trained_on(victim_name)).get_split("test")
     if model is None:
         model = trained_victim(victim_name)
     k = getattr(getattr(model, "config", None), "num_classes", None)

@@ -113,6 +113,16 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# Every shipped checkpoint: name -> (architecture, data set, training seed). ``robench zoo build``
+# retrains them from this table. The synth-ntu60 zoo (the NTU-60 regime, the `transfer` benchmark's
+# world) adds a second ST-GCN trained from another seed: the same-architecture surrogate.
+PLAN: dict[str, tuple[str, str, int]] = {
+    **{f"{a}.synth_ntu25": (a, "synth-ntu25", 0) for a in ("stgcn", "agcn", "ctrgcn")},
+    **{f"{a}.synth_ntu60": (a, "synth-ntu60", 0) for a in ("stgcn", "agcn", "ctrgcn")},
+    "stgcn.synth_ntu60_seed1": ("stgcn", "synth-ntu60", 1),
+}
+
+
 def recipe(arch: str) -> dict[str, Any]:
     """The synthetic-zoo recipe of ``arch``; architectures without one get paper defaults."""
     VICTIMS.get(arch, extra_names=names())
