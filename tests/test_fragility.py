@@ -194,7 +194,7 @@ def test_a_file_holds_one_setup_and_one_set_of_weights_per_victim(tmp_path):
     assert out.read_text() == before  # nothing rewritten by a refused call
 
 
-def test_pgd_early_stop_from_a_random_start_with_restarts_still_fools_what_it_returns(trained):
+def test_pgd_early_stop_from_a_random_start_with_restarts_still_fools_what_it_returns(trained):  # noqa: F811
     net, x, y = trained
     threat = ThreatModel(eps=EPS_SOME)
     att = create_attack("pgd", steps=8, restarts=2, early_stop=True)
@@ -204,3 +204,39 @@ def test_pgd_early_stop_from_a_random_start_with_restarts_still_fools_what_it_re
     ref = plain(WhiteBox(net), x, y, threat, torch.Generator().manual_seed(3))
     fooled = (net(adv).argmax(1) != y).sum()
     assert fooled >= (net(ref).argmax(1) != y).sum() and fooled > 0
+
+
+def test_linear_radius_is_the_margin_over_the_l1_norm_of_its_gradient():
+    model, ds = _trained()
+    x, y = ds.x[:12], ds.y[:12]
+    margins, radii = fragility.linear_radius(model, x, y, batch_size=5)
+    z = model(x).detach()
+    w = model[1].weight.detach()
+    for i in range(12):
+        other = int(z[i].scatter(0, y[i : i + 1], float("-inf")).argmax())
+        mu = z[i, y[i]] - z[i, other]
+        assert margins[i] == pytest.approx(float(mu), rel=1e-5)
+        assert radii[i] == pytest.approx(float(mu / (w[y[i]] - w[other]).abs().sum()), rel=1e-4)
+        # stepping that radius (a little more) along -sign(∇μ) flips a linear model's margin
+        step = -(w[y[i]] - w[other]).sign().view_as(x[i]) * float(radii[i]) * 1.01
+        z2 = model((x[i] + step)[None]).detach()[0]
+        assert z2[y[i]] < z2[other]
+    doc = fragility.measure({"lin": model}, ds, eps=(0.1,), steps=(1,), attacks=(), n=10)
+    assert doc["victims"]["lin"]["linear_radius"]["q50"] > 0
+    assert "linear flip radius" in fragility.table(doc)
+
+
+def test_two_measurements_into_one_file_keep_each_others_rows(tmp_path):
+    model, ds = _trained()
+    out = tmp_path / "f.json"
+    kw = dict(eps=(0.1,), steps=(2,), attacks=("bim",), batch_size=10, n=10)
+    first = fragility.measure({"a": model}, ds, out=out, **kw)
+    # a second process that loaded the file before the first one wrote: simulated by an empty file
+    out2 = tmp_path / "g.json"
+    second = fragility.measure({"b": model}, ds, out=out2, **kw)
+    n_first, n_second = len(first["rows"]), len(second["rows"])
+    fragility._save(out, second)
+    merged = json.loads(out.read_text())
+    assert {r["victim"] for r in merged["rows"]} == {"a", "b"}
+    assert set(merged["victims"]) == {"a", "b"}
+    assert len(merged["rows"]) == n_first + n_second == 2

@@ -250,3 +250,12 @@ def test_data_build_writes_the_world_it_is_asked_for(tmp_path):
                  str(out), "-q"]) == 0  # fmt: skip
     ds = SkeletonSet.load(out)
     assert ds.name == "synth-ntu60" and ds.num_classes == 60 and len(ds) == 120
+
+
+def test_every_shipped_checkpoint_is_in_the_zoo_plan_with_its_world_and_seed():
+    from robench.zoo import names
+
+    for name in names():
+        arch, dataset, seed = PLAN[name]
+        meta = json.loads((zoo_dir() / f"{name}.json").read_text())
+        assert (meta["arch"], meta["dataset"], meta["seed"]) == (arch, dataset, seed), name

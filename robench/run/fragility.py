@@ -19,6 +19,7 @@ JSON file, and a later call with the same file skips the rows it already holds (
 victim, weights, data set fingerprint, attack, ε, steps, n, seed and early stop). A file belongs to
 one setup (data set fingerprint, n, seed, early stop) and each victim label to one set of weights:
 a call that differs is refused, naming the field, so rows of two setups never mix in one table.
+Two measurements may write one file at the same time: each write merges what is on disk.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from robench.access import WhiteBox
 from robench.attack import ATTACKS, create_attack
 from robench.data import SkeletonSet
 from robench.errors import ConfigError, DataError, ThreatViolation
-from robench.io import atomic_write_text, sha256_file
+from robench.io import atomic_write_text
 from robench.run.metrics import _margin, wilson_interval
 from robench.run.oneoff import _attack_overrides, _first_correct
 from robench.threat import ThreatModel
@@ -52,6 +53,25 @@ def margin_quantiles(margins: torch.Tensor) -> dict[str, float]:
     q = torch.quantile(m, torch.tensor(QUANTILES, dtype=torch.float64))
     return {**{f"q{round(100 * p)}": float(v) for p, v in zip(QUANTILES, q, strict=True)},
             "mean": float(m.mean())}  # fmt: skip
+
+
+def linear_radius(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean logit margins, linearised L∞ flip radii) of clips ``x``: the margin
+    ``μ = z_y - max_{j≠y} z_j`` and ``μ / ‖∇_x μ‖₁`` (data units), the L∞ radius at which the margin's
+    first-order expansion reaches zero (exact for a linear model while the runner-up class does not
+    change). A radius far below ε says the victim is locally steep; far above, that an attack
+    within ε needs the model's curvature."""
+    margins, radii = [], []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            mu = _margin(model(xb), y[i : i + batch_size])
+            (g,) = torch.autograd.grad(mu.sum(), xb)
+        margins.append(mu.detach())
+        radii.append(mu.detach() / g.abs().flatten(1).sum(1).clamp_min(1e-12))
+    return torch.cat(margins), torch.cat(radii)
 
 
 def _row_key(row: dict[str, Any]) -> tuple:
@@ -74,6 +94,21 @@ def _load(out: Path | None) -> dict[str, Any]:
             f" in {out} field 'format' (not overwritten)"
         )
     return doc
+
+
+def _save(out: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to ``out`` merged with what another process wrote there meanwhile (rows by key,
+    victims by label), under an advisory lock (``out.lock``), atomically: two measurements into one
+    file never lose each other's rows."""
+    import fcntl
+
+    with open(f"{out}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = _load(out)
+        keys = {_row_key(r) for r in doc["rows"]}
+        doc["rows"][:0] = [r for r in disk["rows"] if _row_key(r) not in keys]
+        doc["victims"] = {**disk["victims"], **doc["victims"]}
+        atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
 
 
 def _same_setup(doc: dict[str, Any], setup: dict[str, Any], out: Path | None) -> None:
@@ -132,13 +167,7 @@ def measure(
                 f"{len(dataset)} for victim {label!r} (lower --n)"
             )
         x, y = dataset.x[pick], dataset.y[pick]
-        with torch.inference_mode():
-            margins = torch.cat(
-                [
-                    _margin(model(x[i : i + batch_size]), y[i : i + batch_size])
-                    for i in range(0, n, batch_size)
-                ]  # fmt: skip
-            )
+        margins, radii = linear_radius(model, x, y, batch_size)
         sha = (weights or {}).get(label, "")
         known = doc["victims"].get(label)
         if known is not None and known.get("weights") != sha:
@@ -151,9 +180,10 @@ def measure(
             "clean_accuracy": correct / scanned,
             "n_scanned": scanned,
             "margin": margin_quantiles(margins),
+            "linear_radius": margin_quantiles(radii),
         }
         if out is not None:
-            atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+            _save(out, doc)
         for attack_name in attacks:
             for s in steps:
                 for e in eps:
@@ -177,9 +207,9 @@ def measure(
                     doc["rows"].append(row)
                     done.add(_row_key(row))
                     if out is not None:
-                        atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+                        _save(out, doc)
     if out is not None:
-        atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+        _save(out, doc)
     return doc
 
 
@@ -236,19 +266,17 @@ def table(doc: dict[str, Any], unit_cm: float = 100.0) -> str:
         lines.append(f"| {victim} | {attack} | {steps} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| victim | clean acc. | margin q10 | q25 | median | q75 | q90 |",
-        "|" + "---|" * 7,
+        "| victim | clean acc. | margin q10 | q25 | median | q75 | q90 | linear flip radius "
+        "q10 / median / q90 (cm) |",
+        "|" + "---|" * 8,
     ]
     for victim, v in doc["victims"].items():
         m = v["margin"]
+        r = v.get("linear_radius")
+        radius = " / ".join(f"{unit_cm * r[k]:.2f}" for k in ("q10", "q50", "q90")) if r else "—"
         lines.append(
             f"| {victim} | {100 * v['clean_accuracy']:.1f} | "
             + " | ".join(f"{m[k]:.2f}" for k in ("q10", "q25", "q50", "q75", "q90"))
-            + " |"
+            + f" | {radius} |"
         )
     return "\n".join(lines)
-
-
-def weights_of(path: str | Path) -> str:
-    """sha256 of a checkpoint file (the resume key of its rows)."""
-    return sha256_file(path)
