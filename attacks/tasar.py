@@ -77,7 +77,8 @@ class TASARConfig(AttackConfig):
 
     Attack: ``iterations`` (200), ``step`` (α = step·ε; 1.0), ``samples`` S per head (20), ``scale``
     (1.5), ``motion_weight`` w (0.2; 0 disables the motion term and its backward pass),
-    ``motion_momentum`` μ (1.0), ``bandwidth_frac`` of the AR fit (0.1).
+    ``motion_momentum`` μ (1.0), ``bandwidth_frac`` of the AR fit (0.1), ``bayes_accumulate`` (False:
+    the paper's N(G_B); True: the released code's N(Σ_t G_B), see the module docstring).
     Post-training (part of the cache key): ``heads`` K (3), ``post_steps`` stage-1 outer steps (300),
     ``snapshots`` stage-2 outer steps = SWAG snapshots per head (300), ``inner_steps`` SG-AdaHMC steps
     per minibatch (30), ``batch_size`` (64), ``lr`` (2e-3), ``friction`` (0.05), ``tau`` (2),

@@ -240,3 +240,13 @@ def test_two_measurements_into_one_file_keep_each_others_rows(tmp_path):
     assert {r["victim"] for r in merged["rows"]} == {"a", "b"}
     assert set(merged["victims"]) == {"a", "b"}
     assert len(merged["rows"]) == n_first + n_second == 2
+
+
+def test_flags_take_only_booleans():
+    """make_config: a YAML string "false" or a 0 must not switch a bool field on (or off)."""
+    for bad in ("false", 0, 1, None):
+        with pytest.raises(ConfigError, match="expected true or false"):
+            create_attack("bim", early_stop=bad)
+    with pytest.raises(ConfigError, match="field 'bayes_accumulate'"):
+        create_attack("tasar", bayes_accumulate="yes")
+    assert create_attack("bim", early_stop=True).config.early_stop is True
