@@ -227,6 +227,7 @@ def test_zoo_build_trains_the_named_entries_or_a_worlds(tmp_path, monkeypatch):
 
     def fake(arch, data, out, config, victim_config, progress, extra_meta):
         calls.append((arch, data.name, Path(out).name, config.seed))
+        assert victim_config["init_seed"] == config.seed  # another seed draws other initial weights
         return {"clean_accuracy": 0.5, "train_seconds": 0.0}
 
     monkeypatch.setattr(zoo_cmd, "train_and_save", fake)
@@ -259,3 +260,4 @@ def test_every_shipped_checkpoint_is_in_the_zoo_plan_with_its_world_and_seed():
         arch, dataset, seed = PLAN[name]
         meta = json.loads((zoo_dir() / f"{name}.json").read_text())
         assert (meta["arch"], meta["dataset"], meta["seed"]) == (arch, dataset, seed), name
+        assert meta["config"]["init_seed"] == seed, name

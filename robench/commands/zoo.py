@@ -114,7 +114,7 @@ def _build(target: Path, chosen: list[tuple[str, str, str, int]], quiet: bool) -
             open_dataset(dataset),
             target / name,
             tc,
-            recipe["config"],
+            {**recipe["config"], "init_seed": seed},  # another seed: other initial weights too
             progress=not quiet,
             extra_meta={"command": f"robench zoo build {name}"},
         )
