@@ -43,15 +43,21 @@ def _objective(logits: Tensor, label: Tensor, targeted: bool) -> Tensor:
 
 
 def _gradient(
-    model: nn.Module, x_adv: Tensor, label: Tensor, targeted: bool, mask: Tensor
+    model: nn.Module, x_adv: Tensor, label: Tensor, targeted: bool, mask: Tensor, eot: int = 1
 ) -> tuple[Tensor, Tensor]:
-    """(masked ∇_x' J(x'), logits); the gradient is taken w.r.t. the input only."""
+    """(masked ∇_x' J(x'), logits); the gradient is taken w.r.t. the input only. ``eot`` > 1:
+    expectation over transformation (Athalye, Engstrom, Ilyas, Kwok, ICML 2018): the gradient and
+    the logits are averaged over ``eot`` forward-backward passes of a randomized model."""
     x_adv = x_adv.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x_adv)
-        obj = _objective(logits, label, targeted).sum()
-        (g,) = torch.autograd.grad(obj, x_adv)
-    return g * mask, logits.detach()
+    g_sum = logit_sum = None
+    for _ in range(eot):
+        with torch.enable_grad():
+            logits = model(x_adv)
+            obj = _objective(logits, label, targeted).sum()
+            (g,) = torch.autograd.grad(obj, x_adv)
+        g_sum = g if g_sum is None else g_sum + g
+        logit_sum = logits.detach() if logit_sum is None else logit_sum + logits.detach()
+    return g_sum / eot * mask, logit_sum / eot
 
 
 def _per_sample(v: Tensor) -> Tensor:
@@ -184,23 +190,24 @@ class BIMConfig(AttackConfig):
 
 
 def _iterate(
-    model, x, x_adv, label, targeted, threat, mask, steps: int, alpha: float, early_stop=False
-) -> Tensor:
+    model, x, x_adv, label, targeted, threat, mask, steps: int, alpha: float, early_stop=False,
+    eot: int = 1,
+) -> Tensor:  # fmt: skip
     """``steps`` projected steepest-ascent steps ``x' ← Π(x' + α·dir(g))`` from ``x_adv``.
 
     ``early_stop``: before each step the samples whose iterate already fools the model are frozen
     (their iterate is final) and only the others are stepped. The logits of each gradient pass are
-    the check, so freezing costs no extra forward pass.
+    the check, so freezing costs no extra forward pass (with ``eot`` > 1: the mean logits).
     """
     if not early_stop:
         for _ in range(steps):
-            g, _ = _gradient(model, x_adv, label, targeted, mask)
+            g, _ = _gradient(model, x_adv, label, targeted, mask, eot)
             x_adv = threat.project(x, x_adv + alpha * _direction(g, threat.norm))
         return x_adv
     x_adv = x_adv.clone()
     active = torch.arange(x.shape[0], device=x.device)
     for _ in range(steps):
-        g, logits = _gradient(model, x_adv[active], label[active], targeted, mask[active])
+        g, logits = _gradient(model, x_adv[active], label[active], targeted, mask[active], eot)
         keep = ~_fooled(logits, label[active], targeted)
         active, g = active[keep], g[keep]
         if active.numel() == 0:
@@ -244,17 +251,20 @@ class BIM(Attack):
 @dataclass(frozen=True)
 class PGDConfig(AttackConfig):
     """``steps`` 10; ``alpha_rel`` None = 2.5/steps; ``restarts`` 1; ``random_start`` True;
-    ``early_stop`` False (as BIM's)."""
+    ``early_stop`` False (as BIM's); ``eot`` 1 (gradients averaged over that many passes: the
+    adaptive attack on a randomized defense)."""
 
     steps: int = 10
     alpha_rel: float | None = None
     restarts: int = 1
     random_start: bool = True
     early_stop: bool = False
+    eot: int = 1
 
     def __post_init__(self) -> None:
         _positive(self.steps, "steps", "pgd", integer=True)
         _positive(self.restarts, "restarts", "pgd", integer=True)
+        _positive(self.eot, "eot", "pgd", integer=True)
         _alpha_rel(self.alpha_rel, 1.0, "pgd")
 
 
@@ -272,7 +282,9 @@ class PGD(Attack):
     final loss (the AutoAttack/Madry convention; no best-over-iterations). With ``restarts > 1`` the
     random starts use successive sub-seeds of the generator. ``random_start=False`` starts at x
     (then PGD equals BIM with PGD's step size). ``early_stop=True`` keeps each sample's first
-    fooling iterate within a restart (see :class:`BIM`).
+    fooling iterate within a restart (see :class:`BIM`). ``eot`` > 1 averages each step's gradient
+    over that many forward-backward passes (expectation over transformation, Athalye et al., ICML
+    2018): the adaptive attack on a randomized defense; a deterministic model gains nothing from it.
     """
 
     knowledge = Knowledge.WHITE_BOX
@@ -295,8 +307,9 @@ class PGD(Attack):
                     x, _random_start(x, mask, threat.eps, threat.norm, generator)
                 )
             x_adv = _iterate(
-                model, x, start, label, c.targeted, threat, mask, c.steps, alpha, c.early_stop
-            )
+                model, x, start, label, c.targeted, threat, mask, c.steps, alpha, c.early_stop,
+                c.eot,
+            )  # fmt: skip
             if c.restarts == 1:
                 return x_adv
             with torch.no_grad():

@@ -153,3 +153,76 @@ def test_registered_defense_contract(name):
     defended = create_defense(name)(tiny_victim(), data.x[:4], train)
     with torch.inference_mode():
         assert defended(data.x[:4]).shape == (4, 3)
+
+
+SEEN: list[torch.Tensor] = []  # module-level: a defense may hold a copy of the recorder
+
+
+class Recorder(nn.Module):
+    """A victim that records every input it is handed (what the defense made of the clip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny_victim()
+        self.topology = self.inner.topology
+
+    def forward(self, x):
+        SEEN.append(x.detach().clone())
+        return self.inner(x)
+
+
+class Linear(nn.Module):
+    """A victim whose every logit moves with every coordinate (an untrained GCN's barely do)."""
+
+    def __init__(self, x: torch.Tensor, classes: int = 3) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.w = nn.Parameter(torch.randn(x[0].numel(), classes, generator=g))
+        self.topology = tiny_victim().topology
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+# split the vote of the probe victim so that two draws show (at 2 cm it is often unanimous)
+PROBE_PARAMS = {"noise-smoothing": {"sigma": 0.5, "samples": 4}}
+
+
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_declared_capabilities_match_behaviour(name):
+    """randomized: two forwards differ, else they are identical; differentiable: non-zero input
+    gradients, else exactly zero naively and non-zero through BPDA; padding and absent bodies of
+    the input stay zero in what the victim sees."""
+    cls = DEFENSES.get(name)
+    data = make_tiny_set(n=12, classes=3)
+    x = data.x[:6]
+    victim = Linear(x)
+    params = PROBE_PARAMS.get(name, {})
+    defended = create_defense(name, **params)(victim, x, data.get_split("train"))
+    with torch.inference_mode():
+        a, b = defended(x), defended(x)
+    assert (not torch.equal(a, b)) == cls.randomized, name
+    xg = x.clone().requires_grad_(True)
+    defended(xg).logsumexp(1).sum().backward()
+    nonzero = bool(xg.grad.abs().sum() > 0)
+    assert torch.isfinite(xg.grad).all()
+    assert nonzero == cls.differentiable, name
+    if cls.kind is DefenseKind.TRANSFORM and not cls.differentiable:
+        assert hasattr(defended, "bpda"), (
+            f"{name}: a non-differentiable transform needs a BPDA pass"
+        )
+        defended.bpda = True
+        xg = x.clone().requires_grad_(True)
+        defended(xg).logsumexp(1).sum().backward()
+        assert xg.grad.abs().sum() > 0, f"{name}: BPDA gives no gradient"
+    if cls.kind is DefenseKind.TRANSFORM:
+        d = create_defense(name, **params)(Recorder(), x, data.get_split("train"))
+        SEEN.clear()
+        with torch.inference_mode():
+            d(x)
+        absent = (x == 0).all(1, keepdim=True).all(3, keepdim=True).expand_as(x)
+        assert SEEN, name
+        for seen in SEEN:
+            assert seen.shape == x.shape
+            assert bool((seen[absent] == 0).all()), f"{name}: padding or an absent body moved"
+            assert bool((seen[~absent] != 0).any())

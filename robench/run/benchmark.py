@@ -11,10 +11,12 @@ A benchmark names everything one matrix of cells depends on::
     victims:                        # zoo names or .pt checkpoints (relative to the YAML file)
       - stgcn.synth_ntu25
       - {name: my_model.pt, id: mine, defense: null}
+      - {name: stgcn.synth_ntu25, defense: temporal-smoothing, defense_params: {sigma: 1.5}}
     attacks:                        # registered attack names; ``params`` override the Config defaults
       - fgsm
       - {name: pgd, params: {steps: 10}, eps: [0.005, 0.01, 0.02]}   # eps sweep for this attack
       - {name: some-query-attack, budget: 1000, oracle: decision}
+      - {name: pgd, id: pgd-bpda, bpda: true}  # white-box through a defense's BPDA approximation
     threats:                        # eps may be a list: one threat model per value
       - {norm: linf, eps: 0.01, preserve_bones: false}
     surrogates: [stgcn.synth_ntu25] # transfer surrogates (default: every victim)
@@ -395,7 +397,7 @@ def _attacks(c: _Ctx, raw: Any, threats: tuple[ThreatModel, ...]) -> tuple[Attac
         f = f"attacks[{i}]"
         if isinstance(item, str):
             item = {"name": item}
-        item = c.mapping(item, f, ("name", "id", "params", "eps", "budget", "oracle"))
+        item = c.mapping(item, f, ("name", "id", "params", "eps", "budget", "oracle", "bpda"))
         if "name" not in item:
             raise c.err("a 'name'", "none", f, raw=True)
         name = c.str_(item["name"], f"{f}.name")
@@ -434,9 +436,16 @@ def _attacks(c: _Ctx, raw: Any, threats: tuple[ThreatModel, ...]) -> tuple[Attac
                 raise ConfigError(
                     f"expected a norm in {list(cls.norms)} for attack {name!r}, got {t.norm!r} in {c.source} field 'threats'"
                 )
+        bpda = item.get("bpda", False)
+        if not isinstance(bpda, bool):
+            raise c.err("true or false", bpda, f"{f}.bpda")
+        if bpda and cls.knowledge is not Knowledge.WHITE_BOX:
+            raise c.err("bpda only on white-box attacks", repr(name), f"{f}.bpda", raw=True)
         aid = c.str_(item.get("id", name), f"{f}.id")
         out.append(
-            AttackSpec(id=aid, name=name, params=frozen, eps=eps, budget=budget, oracle=oracle)
+            AttackSpec(
+                id=aid, name=name, params=frozen, eps=eps, budget=budget, oracle=oracle, bpda=bpda
+            )
         )
     ids = [a.id for a in out]
     dup = next((a for a in ids if ids.count(a) > 1), None)

@@ -125,6 +125,8 @@ def expand_cells(plan: Any) -> list[Cell]:
                 "knowledge": cls.knowledge.value,
                 "config": a.config_dict(),
             }
+            if a.bpda:  # only when set: the keys of every other cell stay as they were
+                acfg["bpda"] = True
             if cls.knowledge is Knowledge.QUERY:
                 acfg.update(
                     budget=a.budget, oracle=a.oracle or getattr(cls, "oracle_mode", "decision")

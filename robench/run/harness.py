@@ -54,6 +54,7 @@ from robench.run.cells import (
     weights_sha,
 )
 from robench.run.checks import check_classes, check_threats
+from robench.run.defended import attacker_copy, defend_victim, reseed
 from robench.run.judge import (
     SPOT_SAMPLES,
     HarnessCompromised,
@@ -126,16 +127,15 @@ class Plan:
             return self._load_model(spec)
 
     def _load_model(self, spec: VictimSpec) -> _Model:
-        cache_key = f"{spec.source}|{spec.defense}"
+        cache_key = f"{spec.source}|{spec.defense}|{spec.defense_params}"
         if cache_key in self._models:
             return self._models[cache_key]
         from robench.zoo import create_victim
 
-        if spec.defense is not None:
-            raise ConfigError(
-                f"expected no defense (the harness cannot apply defenses yet), got {spec.defense!r} for victim {spec.id!r}"
-            )
         net = create_victim(spec.source).to(self.device).eval()
+        if spec.defense is not None:
+            probe = self.x[: min(self.bench.batch_size, _RANDOM_CHECK, len(self.ids))]
+            net = defend_victim(net, spec, probe).to(self.device)
         k = getattr(getattr(net, "config", None), "num_classes", self.data.num_classes)
         if k != self.data.num_classes:
             raise ConfigError(
@@ -254,7 +254,9 @@ class Plan:
         self.verify_pristine(vic)
         logits_adv = vic.clean_logits.clone()
         bs = self.bench.batch_size
-        with torch.inference_mode():
+        # a randomized defense scores each cell from its own stream (one cell at a time)
+        with self._lock, torch.inference_mode():
+            reseed(vic.model, derive_seed(cell.seed, cell.key + ":score"))
             for i in range(0, attacked.numel(), bs):
                 idx = attacked[i : i + bs]
                 logits_adv[idx] = vic.model(x_adv[idx])
@@ -332,7 +334,7 @@ class Plan:
             threads=self.threads,
         )
         if cell.knowledge in (Knowledge.WHITE_BOX, Knowledge.TRANSFER):
-            job.models = [m.model for m in models]
+            job.models = [attacker_copy(m.model, seed, cell.attack.bpda) for m in models]
         if cell.knowledge is Knowledge.TRANSFER:
             job.surrogate_ids = tuple(s.id for s in cell.surrogates)
             job.train_x, job.train_y = self.train_x, self.train_y

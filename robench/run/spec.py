@@ -112,6 +112,7 @@ class AttackSpec:
     eps: tuple[float, ...] | None = None
     budget: int = 1000
     oracle: str | None = None
+    bpda: bool = False  # white-box: the attacker's copy of a defended victim runs its BPDA pass
 
     @property
     def cls(self) -> type:
@@ -211,6 +212,7 @@ class Benchmark:
                     "eps": list(a.eps) if a.eps is not None else None,
                     "budget": a.budget,
                     "oracle": a.oracle,
+                    **({"bpda": True} if a.bpda else {}),
                 }
                 for a in self.attacks
             ],
