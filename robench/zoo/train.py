@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,39 @@ def train_victim(
     vc.update(victim_config or {})
     model = build_victim(arch, **vc)
     gen = torch.Generator().manual_seed(config.seed)
+
+    def ce(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(m(x), y)
+
+    seconds = fit(model, train, config, ce, gen, f"train {arch}", progress)
+    acc = evaluate(model, test)
+    meta = {
+        "dataset": data.name,
+        "dataset_sha256": data.fingerprint(),
+        "clean_accuracy": acc,
+        "clean_accuracy_split": "test",
+        "n_test": len(test),
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "train": asdict(config),
+        "train_seconds": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    return model, meta
+
+
+def fit(
+    model: torch.nn.Module,
+    train: SkeletonSet,
+    config: TrainConfig,
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    gen: torch.Generator,
+    desc: str,
+    progress: bool = True,
+) -> float:
+    """The recipe's SGD loop (module docstring) on ``model`` in place: ``loss_fn(model, x, y)`` on
+    each (augmented) batch; returns the seconds it took. ``loss_fn`` finds the model in train mode
+    and may switch it (an inner attack runs in eval mode) but must hand it back in train mode."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.dim() <= 1 or "bn" in name else decay).append(p)
@@ -116,7 +150,7 @@ def train_victim(
 
     start = time.perf_counter()
     step = 0
-    bar = tqdm(total=total, desc=f"train {arch}", disable=not progress, unit="step")
+    bar = tqdm(total=total, desc=desc, disable=not progress, unit="step")
     for epoch in range(config.epochs):
         model.train()
         perm = torch.randperm(len(train), generator=gen)
@@ -127,7 +161,7 @@ def train_victim(
                 x = augment(x, gen)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            loss = F.cross_entropy(model(x), y)
+            loss = loss_fn(model, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -135,22 +169,8 @@ def train_victim(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     bar.close()
-    seconds = time.perf_counter() - start
     model.eval()
-    acc = evaluate(model, test)
-    meta = {
-        "dataset": data.name,
-        "dataset_sha256": data.fingerprint(),
-        "clean_accuracy": acc,
-        "clean_accuracy_split": "test",
-        "n_test": len(test),
-        "seed": config.seed,
-        "epochs": config.epochs,
-        "train": asdict(config),
-        "train_seconds": round(seconds, 1),
-        "torch_threads": torch.get_num_threads(),
-    }
-    return model, meta
+    return time.perf_counter() - start
 
 
 def train_and_save(
