@@ -40,6 +40,7 @@ def cell_rows(
     linf: list[float] | None = None,
     queries: list[int] | None = None,
     status: str = "ok",
+    config_json: str = "{}",
 ) -> list[dict]:
     """One cell's per-sample rows joined with its cell columns (the Store.frame() layout)."""
     n = len(adv_pred)
@@ -54,7 +55,7 @@ def cell_rows(
                 cell_key=key, run_id=1, benchmark="b", dataset="synth-ntu25", victim=victim,
                 defense=defense, attack=attack, knowledge=knowledge, surrogate=surrogate,
                 threat=threat, norm="linf", eps=eps, seed=seed, subset_hash="subsethash",
-                config_json="{}", weights_sha256=f"sha-{victim}", status=status, error=None,
+                config_json=config_json, weights_sha256=f"sha-{victim}", status=status, error=None,
                 seconds=1.0, n=n, zero_grad_frac=zero_grad_frac, forward_random=forward_random,
                 sample_id=f"s{i:02d}", label=labels[i], target=-1,
                 clean_pred=labels[i] if clean_correct[i] else labels[i] + 1, adv_pred=adv_pred[i],
@@ -205,6 +206,22 @@ def test_flags_trigger_on_hand_built_cases():
         "transfer-beats-white-box",
         "query-beats-white-box",
     }
+
+
+@pytest.mark.parametrize("field", ["eot", "eot_samples", "eot_iter"])
+def test_random_forward_is_not_flagged_once_an_attack_uses_eot(field):
+    n = 40
+    adv, cc = counts(30, n)
+
+    def cfg(k: int) -> str:
+        return json.dumps({"attack": {"name": "pgd", "config": {field: k}}})
+
+    naive = cell_rows("w", "pgd", adv, cc, forward_random=1, config_json=cfg(1))
+    eot = cell_rows("e", "pgd-eot", adv, cc, forward_random=1, config_json=cfg(4))
+    codes = {f["code"] for f in only_entry(aggregate(frame(naive)))["flags"]}
+    assert "random-forward" in codes
+    codes = {f["code"] for f in only_entry(aggregate(frame(naive, eot)))["flags"]}
+    assert "random-forward" not in codes
 
 
 def test_flags_do_not_trigger_on_clean_cases():

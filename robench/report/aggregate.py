@@ -56,7 +56,8 @@ Flags (``{"code", "message"}`` on the entry), in the spirit of AutoAttack's sani
   white-box suite is too weak for this victim;
 - ``non-monotone-eps``: robust accuracy at a larger eps has an interval whose lower end lies above
   the value at a smaller eps (flag on the entry of the larger eps);
-- ``random-forward``: a cell recorded a randomised forward pass (use EOT);
+- ``random-forward``: a cell recorded a randomised forward pass and no attack of the entry uses EOT
+  (an attack config with ``eot``, ``eot_samples`` or ``eot_iter`` > 1);
 - ``mixed-weights``: cells of one entry carry different weights sha256.
 """
 
@@ -206,7 +207,21 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
         for ck, cj in zip(fam["cell_key"], fam["config_json"], strict=True)
     }
     df["attack_config"] = df["cell_key"].map(cfg_map)
+    eot_map = {
+        ck: uses_eot(config_part(cj, "attack"))
+        for ck, cj in zip(fam["cell_key"], fam["config_json"], strict=True)
+    }
+    df["eot"] = df["cell_key"].map(eot_map).fillna(False).astype(bool)
     return df
+
+
+EOT_FIELDS = ("eot", "eot_samples", "eot_iter")  # attack config fields counting EOT draws
+
+
+def uses_eot(attack: dict[str, Any] | None) -> bool:
+    """An attack part of a cell config that averages gradients over more than one draw."""
+    cfg = (attack or {}).get("config") or {}
+    return any(isinstance(cfg.get(f), int) and cfg[f] > 1 for f in EOT_FIELDS)
 
 
 def _text(df: pd.DataFrame, col: str, default: str) -> pd.Series:
@@ -221,7 +236,7 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby("cell_key", sort=True)
     out = g[[*ENTRY, "attack", "attack_key", "knowledge", "surrogate", "diagonal", "family", "eps",
              "seed", "zero_grad_frac", "forward_random", "weights_sha256",
-             "attack_config"]].first()  # fmt: skip
+             "attack_config", "eot"]].first()  # fmt: skip
     out["n"] = g.size()
     out["k_robust"] = g["robust"].sum()
     out["n_eligible"] = g["eligible"].sum()
@@ -332,7 +347,7 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
                       "saturated loss); its numbers overstate robustness")  # fmt: skip
             if _num(c["forward_random"]):
                 randomised.append(ak)
-        if randomised:
+        if randomised and not cg["eot"].any():  # an EOT cell is the adaptive evaluation
             _flag(entry, "random-forward",
                   f"the forward pass was randomised in {', '.join(randomised)}; evaluate with EOT "
                   "(expectation over transformation) attacks")  # fmt: skip
