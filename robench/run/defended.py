@@ -35,7 +35,8 @@ def reseed(model: torch.nn.Module, seed: int) -> None:
 
 def attacker_copy(model: torch.nn.Module, seed: int, bpda: bool) -> torch.nn.Module:
     """What an attack job gets of ``model``: the model itself, or, for a defended model with its own
-    random stream or a BPDA cell, a copy with the stream at the job's ``seed`` and, with ``bpda``,
+    random stream or a BPDA cell, a copy with the stream at ``seed`` (the harness derives it from
+    the cell, not from the attack's own seed: a deterministic attack stays deterministic) and, with ``bpda``,
     every non-differentiable defense step straight-through (BPDA, Athalye, Carlini and Wagner, ICML
     2018). The harness's own copy is never switched or advanced."""
     if not bpda and not callable(getattr(model, "reseed", None)):

@@ -222,6 +222,7 @@ class Plan:
 
     def _attack_cell(self, cell: Cell) -> tuple[dict[str, Any], dict[str, Any]]:
         vic = self.model(cell.victim)
+        reseed(vic.model, derive_seed(cell.seed, cell.key + ":oracle"))  # a query oracle's draws
         attack = cell.attack.build()
         refuse_overridden_call(type(attack))
         n, k = len(self.ids), vic.clean_logits.shape[1]
@@ -254,8 +255,7 @@ class Plan:
         self.verify_pristine(vic)
         logits_adv = vic.clean_logits.clone()
         bs = self.bench.batch_size
-        # a randomized defense scores each cell from its own stream (one cell at a time)
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode():  # a randomized defense: the cell's own stream
             reseed(vic.model, derive_seed(cell.seed, cell.key + ":score"))
             for i in range(0, attacked.numel(), bs):
                 idx = attacked[i : i + bs]
@@ -334,7 +334,8 @@ class Plan:
             threads=self.threads,
         )
         if cell.knowledge in (Knowledge.WHITE_BOX, Knowledge.TRANSFER):
-            job.models = [attacker_copy(m.model, seed, cell.attack.bpda) for m in models]
+            stream = derive_seed(cell.seed, (cell.gen_key or cell.key) + ":defense")
+            job.models = [attacker_copy(m.model, stream, cell.attack.bpda) for m in models]
         if cell.knowledge is Knowledge.TRANSFER:
             job.surrogate_ids = tuple(s.id for s in cell.surrogates)
             job.train_x, job.train_y = self.train_x, self.train_y
