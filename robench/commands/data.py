@@ -10,7 +10,7 @@ import torch
 from robench.commands.options import out_option, quiet_option
 from robench.data.dataset import METRES_PER_UNIT, SkeletonSet
 from robench.data.skeleton import presence_mask
-from robench.errors import UnknownNameError
+from robench.errors import ConfigError, UnknownNameError
 from robench.registry import suggest
 
 BUILDERS = ("synth-ntu25", "synth-ntu60")
@@ -117,6 +117,85 @@ def stats(path: str) -> None:
     """Print the summary and realism statistics of the robench .npz at PATH."""
     ds = SkeletonSet.load(path)
     for line in describe(ds) + realism_table(ds):
+        click.echo(line)
+
+
+IMPORTERS = ("ntu-skeleton",)
+
+
+@data_group.command("import")
+@click.argument("fmt", metavar="FORMAT")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@out_option("output .npz path", required=True, dir_okay=False)
+@click.option(
+    "--split",
+    type=click.Choice(["xsub", "xview", "xset"]),
+    default="xsub",
+    show_default=True,
+    help="the NTU evaluation protocol that assigns train/test",
+)
+@click.option(
+    "--bodies",
+    type=click.Choice(["motion", "first"]),
+    default="motion",
+    show_default=True,
+    help="which two bodies to keep: the most moving, or the first to appear",
+)
+@click.option(
+    "--frames", type=int, default=300, show_default=True, help="clip length (zero padded)"
+)
+@click.option("--truncate", is_flag=True, help="cut longer clips instead of refusing them")
+@click.option(
+    "--missing",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="the data set's missing-skeleton list (one sample name per line): skipped",
+)
+@click.option("--name", default="ntu", show_default=True, help="the set's name")
+@quiet_option("no progress bar")
+def import_cmd(
+    fmt: str,
+    paths: tuple[str, ...],
+    out: str,
+    split: str,
+    bodies: str,
+    frames: int,
+    truncate: bool,
+    missing: str | None,
+    name: str,
+    quiet: bool,
+) -> None:
+    """Import PATHS (files or folders) of FORMAT into a robench .npz (written only when every file
+    read). FORMAT: ntu-skeleton (raw NTU RGB+D / 120 .skeleton files; conventions in the README)."""
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from robench.data.formats.ntu_skeleton import import_ntu
+
+    if fmt not in IMPORTERS:
+        close = suggest(fmt, IMPORTERS)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(f"expected a format {list(IMPORTERS)}, got {fmt!r}{hint} in FORMAT")
+    if frames < 1:
+        raise ConfigError(f"expected a positive integer, got {frames} in option '--frames'")
+    skip = Path(missing).read_text().split() if missing else ()
+    t0 = time.perf_counter()
+    ds = import_ntu(
+        paths,
+        split=split,
+        bodies=bodies,
+        num_frames=frames,
+        truncate=truncate,
+        missing=skip,
+        name=name,
+        progress=None if quiet else lambda it: tqdm(it, desc="import", unit="file"),
+    )
+    secs = time.perf_counter() - t0
+    ds.save(out)
+    click.echo(f"{out}: {len(ds)} clips in {secs:.1f} s ({len(ds) / max(secs, 1e-9):.0f} clips/s)")
+    for line in describe(ds):
         click.echo(line)
 
 
