@@ -120,7 +120,7 @@ def stats(path: str) -> None:
         click.echo(line)
 
 
-IMPORTERS = ("ntu-skeleton",)
+IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl")
 
 
 @data_group.command("import")
@@ -166,7 +166,9 @@ def import_cmd(
     quiet: bool,
 ) -> None:
     """Import PATHS (files or folders) of FORMAT into a robench .npz (written only when every file
-    read). FORMAT: ntu-skeleton (raw NTU RGB+D / 120 .skeleton files; conventions in the README)."""
+    read). FORMAT: ntu-skeleton (raw NTU RGB+D / 120 .skeleton files), ctrgcn-npz (CTR-GCN's
+    NTU60_CS.npz-style arrays: one file, its own train/test), pyskl (a 3-D annotation pickle, read
+    without executing code; --split picks its protocol). Conventions in the README."""
     import time
     from pathlib import Path
 
@@ -182,16 +184,28 @@ def import_cmd(
         raise ConfigError(f"expected a positive integer, got {frames} in option '--frames'")
     skip = Path(missing).read_text().split() if missing else ()
     t0 = time.perf_counter()
-    ds = import_ntu(
-        paths,
-        split=split,
-        bodies=bodies,
-        num_frames=frames,
-        truncate=truncate,
-        missing=skip,
-        name=name,
-        progress=None if quiet else lambda it: tqdm(it, desc="import", unit="file"),
-    )
+    if fmt == "ntu-skeleton":
+        ds = import_ntu(
+            paths,
+            split=split,
+            bodies=bodies,
+            num_frames=frames,
+            truncate=truncate,
+            missing=skip,
+            name=name,
+            progress=None if quiet else lambda it: tqdm(it, desc="import", unit="file"),
+        )
+    else:
+        if len(paths) != 1:
+            raise ConfigError(f"expected one file for format {fmt!r}, got {len(paths)} in PATHS")
+        if fmt == "ctrgcn-npz":
+            from robench.data.formats.ctrgcn_npz import import_ctrgcn_npz
+
+            ds = import_ctrgcn_npz(paths[0], name=name)
+        else:
+            from robench.data.formats.pyskl import import_pyskl
+
+            ds = import_pyskl(paths[0], protocol=split, name=name)
     secs = time.perf_counter() - t0
     ds.save(out)
     click.echo(f"{out}: {len(ds)} clips in {secs:.1f} s ({len(ds) / max(secs, 1e-9):.0f} clips/s)")
