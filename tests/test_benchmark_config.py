@@ -159,3 +159,37 @@ def test_the_world_is_the_dataset_name_not_an_option(tmp_path):
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match="unknown key 'world'"):
         load_benchmark(p)
+
+
+def _chain_topology(v: int):
+    from robench.data.skeleton import Topology
+
+    names = tuple(f"j{i}" for i in range(v))
+    return Topology(name=f"chain{v}", joint_names=names, parents=(-1, *range(v - 1)), center=0)
+
+
+def test_threat_topology_and_unit_default_to_the_data_sets(tmp_path, victim_pt):
+    """A 20-joint set in cm: threat models without a topology or unit take the data's; an explicit
+    one still wins; a relative topology .json resolves from the YAML file's folder."""
+    import torch
+
+    from robench.data.dataset import SkeletonSet
+
+    topo = _chain_topology(20)
+    ds = SkeletonSet(x=torch.ones(4, 3, 8, 20, 1), y=torch.tensor([0, 1, 0, 1]),
+                     ids=("a", "b", "c", "d"), class_names=("p", "q"), topology=topo, unit="cm",
+                     name="chain", split=("train", "train", "test", "test"))  # fmt: skip
+    sub = tmp_path / "bench"
+    sub.mkdir()
+    ds.save(sub / "chain.npz")
+    p = write(sub, victim_pt, dataset={"path": "chain.npz"}, threats=[{"norm": "linf", "eps": 1.0}])
+    (t,) = load_benchmark(p).threats
+    assert t.topology_obj == topo and t.unit == "cm"
+    (sub / "topo.json").write_text(_chain_topology(20).to_json())
+    p = write(sub, victim_pt, dataset={"path": "chain.npz"},
+              threats=[{"norm": "linf", "eps": 1.0, "topology": "topo.json", "unit": "mm"}])  # fmt: skip
+    (t,) = load_benchmark(p).threats
+    assert t.topology_obj.num_joints == 20 and t.unit == "mm"
+    p = write(sub, victim_pt, threats=[{"norm": "linf", "eps": 0.01}])  # a built-in world
+    (t,) = load_benchmark(p).threats
+    assert t.topology_obj.name == "ntu25" and t.unit == "m"

@@ -171,7 +171,9 @@ def parse_benchmark(
     split = c.str_(data.get("split", "test"), "split")
     subset = _subset(c, data.get("subset", {}), "subset")
     victims = _victims(c, data["victims"], "victims", base_dir)
-    threats = _threats(c, data.get("threats", [{"norm": "linf", "eps": 0.01}]))
+    threats = _threats(
+        c, data.get("threats", [{"norm": "linf", "eps": 0.01}]), _data_frame(dataset), base_dir
+    )
     attacks = _attacks(c, data["attacks"], threats)
     seeds_raw = data.get("seeds", [0])
     if not isinstance(seeds_raw, list) or not seeds_raw:
@@ -361,7 +363,32 @@ def _surrogates(
     return tuple(out)
 
 
-def _threats(c: _Ctx, raw: Any) -> tuple[ThreatModel, ...]:
+def _data_frame(dataset: DatasetSpec) -> dict[str, Any]:
+    """The data set's topology and unit, the defaults of every threat model: a built-in world is
+    ntu25 in metres; a ``.npz`` file is asked for its ``topology`` and ``unit`` entries only (a file
+    that cannot be read gives no defaults here; opening it later names the problem)."""
+    if dataset.path is None:
+        return {"topology": "ntu25", "unit": "m"}
+    import json
+
+    import numpy as np
+
+    from robench.data.skeleton import BUILTIN_TOPOLOGIES, Topology
+
+    try:
+        with np.load(dataset.path, allow_pickle=False) as f:
+            topo, unit = str(f["topology"]), str(f["unit"])
+        topology = BUILTIN_TOPOLOGIES.get(topo) or Topology.from_dict(json.loads(topo))
+    except Exception:  # noqa: BLE001 - reported when the data set is opened
+        return {}
+    return {"topology": topology, "unit": unit}
+
+
+def _threats(
+    c: _Ctx, raw: Any, frame: dict[str, Any] | None = None, base_dir: Path | None = None
+) -> tuple[ThreatModel, ...]:
+    """The threat models; ``topology`` and ``unit`` default to the data set's (``frame``), and a
+    relative ``.json`` topology path resolves from the YAML file's folder."""
     if isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
@@ -369,7 +396,10 @@ def _threats(c: _Ctx, raw: Any) -> tuple[ThreatModel, ...]:
     out: list[ThreatModel] = []
     for i, item in enumerate(raw):
         f = f"threats[{i}]"
-        item = c.mapping(item, f, _THREAT_FIELDS)
+        item = {**(frame or {}), **c.mapping(item, f, _THREAT_FIELDS)}
+        topo = item.get("topology")
+        if isinstance(topo, str) and topo.endswith(".json"):
+            item["topology"] = _resolve_path(c, topo, f"{f}.topology", base_dir, ".json")
         eps = item.get("eps", 0.01)
         eps_list = eps if isinstance(eps, list) else [eps]
         if not eps_list:
