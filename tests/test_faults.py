@@ -187,6 +187,29 @@ def ckpt_wrong_classes(d: Path, v: list[Path]) -> list[str]:
     return ["run", str(write_yaml(d, bench_doc([str(d / "three.pt")]))), "-o", str(d / "out"), "-q"]
 
 
+def ckpt_wrong_joints(d: Path, v: list[Path]) -> list[str]:
+    from robench.data.skeleton import Topology
+
+    chain = Topology(name="chain20", joint_names=tuple(f"j{i}" for i in range(20)),
+                     parents=(-1, *range(19)), center=0)  # fmt: skip
+    m = build_victim("stgcn", num_classes=16, width=8, depth=2, topology=chain.to_json())
+    save_victim(m, d / "twenty.pt")
+    return [
+        "run",
+        str(write_yaml(d, bench_doc([str(d / "twenty.pt")]))),
+        "-o",
+        str(d / "out"),
+        "-q",
+    ]
+
+
+def ckpt_wrong_bodies(d: Path, v: list[Path]) -> list[str]:
+    save_victim(
+        build_victim("stgcn", num_classes=16, width=8, depth=2, num_persons=1), d / "one.pt"
+    )
+    return ["run", str(write_yaml(d, bench_doc([str(d / "one.pt")]))), "-o", str(d / "out"), "-q"]
+
+
 def ckpt_missing_metadata(d: Path, v: list[Path]) -> list[str]:
     pt = _copy_victim(d, v[0])
     pt.with_suffix(".json").unlink()
@@ -253,6 +276,8 @@ CASES = [
     Case("checkpoint: malicious pickle", ckpt_malicious_pickle, 2, "bad.pt"),
     Case("checkpoint: keys of another architecture", ckpt_wrong_keys, 2, "other.pt"),
     Case("checkpoint: class count is not the data's", ckpt_wrong_classes, 2, "expected a victim with 16 classes"),
+    Case("checkpoint: joint count is not the data's", ckpt_wrong_joints, 2, "expected a victim of 25 joints"),
+    Case("checkpoint: body count is not the data's", ckpt_wrong_bodies, 2, "expected a victim of 2 bodies"),
     Case("checkpoint: metadata missing", ckpt_missing_metadata, 2, "cannot verify the weights"),
     Case("store: a foreign SQLite results.sqlite", store_foreign_sqlite, 2, "foreign SQLite file"),
     Case("store: results.sqlite is not SQLite", store_not_sqlite, 2, "not SQLite"),

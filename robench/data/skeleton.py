@@ -318,11 +318,18 @@ BUILTIN_TOPOLOGIES: dict[str, Topology] = {
 
 
 def get_topology(name_or_path: str | Topology) -> Topology:
-    """A built-in topology by name, or a user topology from a ``.json`` file path."""
+    """A built-in topology by name, a user topology from a ``.json`` file path, or the topology's
+    JSON text itself (what a victim trained on a data set with its own topology keeps in its
+    config, so the checkpoint depends on no other file)."""
     if isinstance(name_or_path, Topology):
         return name_or_path
     if name_or_path in BUILTIN_TOPOLOGIES:
         return BUILTIN_TOPOLOGIES[name_or_path]
+    if isinstance(name_or_path, str) and name_or_path.lstrip().startswith("{"):
+        try:
+            return Topology.from_dict(json.loads(name_or_path), source="topology JSON")
+        except json.JSONDecodeError as e:
+            raise DataError(f"expected topology JSON, got {e.msg} in topology JSON") from None
     if str(name_or_path).endswith(".json"):
         return Topology.from_json_file(name_or_path)
     close = suggest(str(name_or_path), BUILTIN_TOPOLOGIES)

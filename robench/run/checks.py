@@ -24,18 +24,36 @@ def check_threats(bench: Benchmark, data: Any) -> None:
 
 
 def check_classes(bench: Benchmark, data: Any) -> None:
-    """Refuse, before any cell runs, a victim whose class count (from its checkpoint metadata) is
-    not the data set's."""
+    """Refuse, before any cell runs, a victim whose class count, joint count or body count (from
+    its checkpoint metadata) is not the data set's."""
+    from robench.data.skeleton import get_topology
     from robench.zoo import checkpoint_path
     from robench.zoo.checkpoint import read_metadata
 
     for i, v in enumerate(bench.victims):
         try:
-            k = read_metadata(checkpoint_path(v.source)).get("config", {}).get("num_classes")
+            cfg = read_metadata(checkpoint_path(v.source)).get("config", {})
         except RobenchError:
             continue  # unreadable metadata: the victim's cells record why
+        where = f"for victim {v.id!r} in {bench.source} field 'victims[{i}]'"
+        k = cfg.get("num_classes")
         if isinstance(k, int) and k != data.num_classes:
             raise ConfigError(
                 f"expected a victim with {data.num_classes} classes (the data set {data.name!r} has), "
-                f"got {k} for victim {v.id!r} in {bench.source} field 'victims[{i}]'"
+                f"got {k} {where}"
+            )
+        try:
+            joints = get_topology(cfg["topology"]).num_joints if "topology" in cfg else None
+        except RobenchError:
+            joints = None  # a topology the victim itself cannot resolve fails its cells
+        if joints is not None and joints != data.topology.num_joints:
+            raise ConfigError(
+                f"expected a victim of {data.topology.num_joints} joints (the data set {data.name!r} "
+                f"has), got {joints} {where}"
+            )
+        m = cfg.get("num_persons")
+        if isinstance(m, int) and m != data.x.shape[4]:
+            raise ConfigError(
+                f"expected a victim of {data.x.shape[4]} bodies (the data set {data.name!r} has), "
+                f"got {m} {where}"
             )

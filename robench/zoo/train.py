@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from robench.data.dataset import SkeletonSet
-from robench.data.skeleton import presence_mask
+from robench.data.skeleton import BUILTIN_TOPOLOGIES, Topology, presence_mask
 from robench.errors import ConfigError
 from robench.victim import Victim, build_victim
 from robench.zoo.checkpoint import save_victim
@@ -76,6 +76,13 @@ def evaluate(model: torch.nn.Module, data: SkeletonSet, batch_size: int = 128) -
     return correct / max(len(data), 1)
 
 
+def topology_ref(topology: Topology) -> str:
+    """What a victim config keeps of the data's topology: its name when built in, else its JSON."""
+    return (
+        topology.name if BUILTIN_TOPOLOGIES.get(topology.name) == topology else topology.to_json()
+    )
+
+
 def train_victim(
     arch: str,
     data: SkeletonSet,
@@ -88,7 +95,7 @@ def train_victim(
     torch.manual_seed(config.seed)
     vc = {
         "num_classes": data.num_classes,
-        "topology": data.topology.name,
+        "topology": topology_ref(data.topology),
         "num_persons": data.x.shape[4],
     }
     vc.update(victim_config or {})
