@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from robench.data.dataset import SkeletonSet
@@ -57,3 +58,61 @@ def test_train_on_an_own_topology_and_attack_the_checkpoint(tmp_path, capsys):
         assert rc == 0 and "success" in out
     else:
         assert rc == 2 and "expected at least one correctly classified" in err
+
+
+def test_train_knobs_and_a_validation_split_of_held_out_performers(tmp_path):
+    from robench.cli import main
+    from robench.zoo.train import validation_split
+
+    ds = chain_set(36)
+    ds = SkeletonSet(**{**ds.__dict__, "subject": torch.arange(36) % 6})  # 6 performers
+    train = ds.get_split("train")
+    tr, val = validation_split(train, 0.5, seed=0)
+    held = set(val.subject.tolist())
+    assert len(held) == 2 and not held & set(tr.subject.tolist())  # whole performers held out
+    assert len(tr) + len(val) == len(train) and not set(val.ids) & set(ds.get_split("test").ids)
+    assert validation_split(train, 0.5, seed=0)[1].ids == val.ids  # seeded
+    ds.save(tmp_path / "chain.npz")
+    args = ["train", "stgcn", "--dataset", str(tmp_path / "chain.npz"), "--epochs", "6",
+            "--width", "4", "--depth", "1", "--lr", "0.01", "--batch-size", "8", "--no-augment",
+            "--val-fraction", "0.5", "--patience", "2", "-o", str(tmp_path / "m"), "-q"]  # fmt: skip
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "m.json").read_text())
+    t = meta["train"]
+    assert (t["lr"], t["batch_size"], t["augment"], t["val_fraction"], t["patience"]) == (
+        0.01, 8, False, 0.5, 2)  # fmt: skip
+    v = meta["validation"]
+    assert v["n"] == len(val) and sorted(v["subjects"]) == sorted(held)
+    assert 1 <= v["best_epoch"] <= 6 and 0 <= v["accuracy"] <= 1
+    assert "--lr 0.01" in meta["command"] and "--no-augment" in meta["command"]
+    with pytest.raises(Exception, match="val_fraction"):
+        from robench.zoo.train import TrainConfig
+
+        TrainConfig(val_fraction=1.0)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(monkeypatch):
+    """Validation accuracies 0.2, 0.6, 0.4, 0.3 with patience 2: training stops after epoch 4 and
+    the weights are epoch 2's."""
+    import robench.zoo.train as tr
+
+    accs = iter([0.2, 0.6, 0.4, 0.3, 0.9, 0.9])
+    states = []
+    real = tr.evaluate
+
+    def fake(model, data, batch_size=128):
+        if len(data) < 12:  # the validation set
+            states.append({k: v.clone() for k, v in model.state_dict().items()})
+            return next(accs)
+        return real(model, data, batch_size)
+
+    monkeypatch.setattr(tr, "evaluate", fake)
+    ds = chain_set(36)
+    ds = SkeletonSet(**{**ds.__dict__, "subject": torch.arange(36) % 6})
+    model, meta = tr.train_victim(
+        "stgcn", ds, tr.TrainConfig(epochs=6, batch_size=8, val_fraction=0.34, patience=2),
+        {"width": 4, "depth": 1}, progress=False,
+    )  # fmt: skip
+    assert len(states) == 4 and meta["validation"]["best_epoch"] == 2
+    assert meta["validation"]["accuracy"] == 0.6
+    assert all(torch.equal(v, states[1][k]) for k, v in model.state_dict().items())

@@ -27,6 +27,26 @@ def _weights_name(dataset: str) -> str:
 @out_option("output prefix (writes PREFIX.pt and PREFIX.json)", dir_okay=False)
 @click.option("--width", type=int, default=None, help="override the recipe's base width")
 @click.option("--depth", type=int, default=None, help="override the recipe's depth")
+@click.option("--lr", type=float, default=None, help="base learning rate (default: the recipe's)")
+@click.option("--batch-size", type=int, default=None, help="default: the recipe's")
+@click.option(
+    "--augment/--no-augment", default=None, help="yaw/scale augmentation (default: the recipe's)"
+)
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="hold out this fraction of the training performers; keep the weights of the best "
+    "validation epoch (never the test split)",
+)
+@click.option(
+    "--patience",
+    type=int,
+    default=5,
+    show_default=True,
+    help="with --val-fraction: stop after this many epochs without a better validation accuracy",
+)
 @quiet_option("no progress bar")
 def train_cmd(
     victim: str,
@@ -36,16 +56,27 @@ def train_cmd(
     out: str | None,
     width: int | None,
     depth: int | None,
+    lr: float | None,
+    batch_size: int | None,
+    augment: bool | None,
+    val_fraction: float,
+    patience: int,
     quiet: bool,
 ) -> None:
-    """Train architecture VICTIM (e.g. stgcn) and write its checkpoint + metadata."""
+    """Train architecture VICTIM (e.g. stgcn) and write its checkpoint + metadata (the full recipe,
+    the validation split and its best epoch when --val-fraction is given)."""
     recipe = zoo.recipe(victim)
     vc = dict(recipe["config"])
     if width is not None:
         vc["width"] = width
     if depth is not None:
         vc["depth"] = depth
-    tc = TrainConfig(**{**recipe["train"], "seed": seed, **({"epochs": epochs} if epochs else {})})
+    knobs = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment}
+    given = {k: v for k, v in knobs.items() if v is not None}
+    tc = TrainConfig(
+        **{**recipe["train"], "seed": seed, "val_fraction": val_fraction, "patience": patience,
+           **given}
+    )  # fmt: skip
     data = open_dataset(dataset)
     out = out or f"runs/train/{victim}.{_weights_name(dataset)}"
     meta = train_and_save(
@@ -57,6 +88,13 @@ def train_cmd(
         progress=not quiet,
         extra_meta={
             "command": f"robench train {victim} --dataset {dataset} --seed {seed} --epochs {tc.epochs}"
+            + "".join(
+                f" --{k.replace('_', '-')} {v}"
+                if not isinstance(v, bool)
+                else (" --augment" if v else " --no-augment")
+                for k, v in {**given, "val_fraction": val_fraction}.items()
+                if k != "epochs" and (k != "val_fraction" or v)
+            )
         },
     )
     click.echo(

@@ -11,6 +11,7 @@ synthetic zoo generalise across the simulated camera views).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -39,9 +40,15 @@ class TrainConfig:
     warmup_epochs: int = 2
     augment: bool = True
     seed: int = 0
+    val_fraction: float = 0.0
+    patience: int = 5
 
     def __post_init__(self) -> None:
-        for f in ("epochs", "batch_size"):
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(
+                f"expected a fraction in [0, 1), got {self.val_fraction} in train option 'val_fraction'"
+            )
+        for f in ("epochs", "batch_size", "patience"):
             if getattr(self, f) < 1:
                 raise ConfigError(
                     f"expected a positive integer, got {getattr(self, f)} in train option '{f}'"
@@ -76,6 +83,30 @@ def evaluate(model: torch.nn.Module, data: SkeletonSet, batch_size: int = 128) -
     return correct / max(len(data), 1)
 
 
+def validation_split(
+    train: SkeletonSet, fraction: float, seed: int
+) -> tuple[SkeletonSet, SkeletonSet]:
+    """(train, validation): a seeded ``fraction`` of the training performers (at least one) held out
+    whole, so validation clips come from people the model never trained on; never the test split.
+    A set without performers holds out a seeded fraction of clips instead."""
+    g = torch.Generator().manual_seed(seed)
+    if train.subject is not None and (train.subject >= 0).all():
+        people = sorted(set(train.subject.tolist()))
+        k = max(1, round(fraction * len(people)))
+        if k >= len(people):
+            raise ConfigError(
+                f"expected at least two training performers to hold some out, got {len(people)} in train option 'val_fraction'"
+            )
+        held = {people[i] for i in torch.randperm(len(people), generator=g)[:k].tolist()}
+        is_val = torch.tensor([int(s) in held for s in train.subject.tolist()])
+    else:
+        k = max(1, round(fraction * len(train)))
+        is_val = torch.zeros(len(train), dtype=torch.bool)
+        is_val[torch.randperm(len(train), generator=g)[:k]] = True
+    keep = (~is_val).nonzero().flatten().tolist()
+    return train.select(keep), train.select(is_val.nonzero().flatten().tolist())
+
+
 def topology_ref(topology: Topology) -> str:
     """What a victim config keeps of the data's topology: its name when built in, else its JSON."""
     return (
@@ -101,11 +132,26 @@ def train_victim(
     vc.update(victim_config or {})
     model = build_victim(arch, **vc)
     gen = torch.Generator().manual_seed(config.seed)
+    val_meta: dict[str, Any] = {}
+    on_epoch = None
+    if config.val_fraction > 0:
+        train, val = validation_split(train, config.val_fraction, config.seed)
+        best = {"acc": -1.0, "epoch": 0, "state": None}
+
+        def on_epoch(epoch: int) -> bool:
+            acc = evaluate(model, val)
+            if acc > best["acc"]:
+                best.update(acc=acc, epoch=epoch + 1, state=copy.deepcopy(model.state_dict()))
+            return epoch + 1 - best["epoch"] >= config.patience
 
     def ce(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(m(x), y)
 
-    seconds = fit(model, train, config, ce, gen, f"train {arch}", progress)
+    seconds = fit(model, train, config, ce, gen, f"train {arch}", progress, on_epoch)
+    if on_epoch is not None:
+        model.load_state_dict(best["state"])
+        val_meta = {"validation": {"n": len(val), "accuracy": best["acc"], "best_epoch": best["epoch"],
+                                   "subjects": sorted(set(val.subject.tolist())) if val.subject is not None else []}}  # fmt: skip
     acc = evaluate(model, test)
     meta = {
         "dataset": data.name,
@@ -118,6 +164,7 @@ def train_victim(
         "train": asdict(config),
         "train_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(),
+        **val_meta,
     }
     return model, meta
 
@@ -130,10 +177,12 @@ def fit(
     gen: torch.Generator,
     desc: str,
     progress: bool = True,
+    on_epoch: Callable[[int], bool] | None = None,
 ) -> float:
     """The recipe's SGD loop (module docstring) on ``model`` in place: ``loss_fn(model, x, y)`` on
     each (augmented) batch; returns the seconds it took. ``loss_fn`` finds the model in train mode
-    and may switch it (an inner attack runs in eval mode) but must hand it back in train mode."""
+    and may switch it (an inner attack runs in eval mode) but must hand it back in train mode.
+    ``on_epoch(epoch)`` runs after each epoch (model in eval mode); True stops the loop."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.dim() <= 1 or "bn" in name else decay).append(p)
@@ -175,6 +224,10 @@ def fit(
             step += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+        if on_epoch is not None:
+            model.eval()
+            if on_epoch(epoch):
+                break
     bar.close()
     model.eval()
     return time.perf_counter() - start
