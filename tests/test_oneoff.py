@@ -39,6 +39,30 @@ def tiny_test_set(model: nn.Module, n: int = 10, wrong: int = 2) -> SkeletonSet:
     )  # fmt: skip
 
 
+class Bucket(nn.Module):
+    """Class k when the first coordinate of the first joint lies in bucket k (of K)."""
+
+    def forward(self, x):
+        v = x[:, 0, 0, 0, 0]
+        return torch.stack([-(v - k).abs() for k in range(K)], 1) * 10
+
+
+def test_run_one_off_samples_a_class_sorted_file_across_classes():
+    """A split sorted by class (10 clips each): the first 6 correct clips of the seeded order span
+    several classes, where the file's first 6 are all class 0."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(30, 3, T, V, M, generator=g) * 0.1 + 0.5
+    y = torch.arange(30) // 10  # sorted by class
+    x[:, 0, 0, 0, 0] = y.float()
+    data = SkeletonSet(x=x, y=y, ids=tuple(f"s{i}" for i in range(30)),
+                       class_names=tuple(f"c{k}" for k in range(K)),
+                       topology=BUILTIN_TOPOLOGIES["ntu25"], unit="m", name="sorted",
+                       split=("test",) * 30)  # fmt: skip
+    r = run_one_off("b", "fgsm", n=6, progress=False, model=Bucket(), dataset=data, batch_size=2)
+    assert r["n"] == 6 and r["n_scanned"] == 6 and r["clean_accuracy"] == 1.0
+    assert len(set(r["per_sample"]["clean_pred"].tolist())) > 1
+
+
 def test_run_one_off_attacks_the_first_correct_samples():
     model = tiny_model()
     data = tiny_test_set(model)
@@ -54,8 +78,13 @@ def test_run_one_off_attacks_the_first_correct_samples():
         dataset=data,
         batch_size=2,
     )
-    assert r["n"] == 5 and r["n_test"] == 10 and r["n_scanned"] == 8
-    assert r["clean_accuracy"] == pytest.approx(6 / 8)  # the first two are labelled wrong
+    # the clips are visited in a seeded permutation, in batches of 2, until 5 are correct
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(0)).tolist()
+    wrong_at = [order.index(0), order.index(1)]  # where the two mislabelled clips fall
+    need = next(k for k in range(1, 11) if k - sum(w < k for w in wrong_at) >= 5)
+    scanned = min(10, -(-need // 2) * 2)
+    assert r["n"] == 5 and r["n_test"] == 10 and r["n_scanned"] == scanned
+    assert r["clean_accuracy"] == pytest.approx(1 - sum(w < scanned for w in wrong_at) / scanned)
     assert r["threat"] == "linf-eps0.02m" and r["attack"] == "pgd"
     assert 0 <= r["successes"] <= 5 and r["success_rate"] == r["successes"] / 5
     assert (r["ci_low"], r["ci_high"]) == pytest.approx(wilson_interval(r["successes"], 5))

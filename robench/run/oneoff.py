@@ -1,7 +1,7 @@
 """One-off white-box runs: one victim, one attack, one threat model, on the synthetic test split.
 
 :func:`run_one_off` is the core of ``robench attack VICTIM ATTACK``: it picks the first ``n`` test
-samples the victim classifies correctly, attacks them in batches under a linf/l2 threat model of
+samples the victim classifies correctly in a seeded permutation of the split, attacks them in batches under a linf/l2 threat model of
 radius ``eps`` (data units), re-verifies every returned batch with ``threat.check`` and summarises the
 per-sample metrics of :mod:`robench.run.metrics` (success rate with a 95% Wilson interval, mean L∞,
 joint displacement, bone-length and acceleration deviation, wall time). Nothing is stored; the
@@ -143,13 +143,14 @@ def run_one_off(
     dataset: SkeletonSet | None = None,
     batch_size: int = 32,
 ) -> dict[str, Any]:
-    """Attack the first ``n`` correctly classified test samples; returns a summary dict.
+    """Attack the first ``n`` correctly classified test samples of a seeded permutation of the
+    split (``seed``; a file sorted by class is sampled across classes); returns a summary dict.
 
     ``model``/``dataset`` default to ``create_victim(victim_name)`` and the test split of the
     built-in data set it was trained on (:func:`trained_on`; ``synth-ntu25`` when unknown); pass them to run on anything else (``victim_name`` is then
     only a label). ``steps`` maps onto the attack's ``steps`` or ``iterations`` field. Keys of the
-    result: victim, attack, threat, eps, norm, unit, seed, n_test, n_scanned (test samples classified
-    until ``n`` correct ones were found), clean_accuracy (on the scanned samples), n (attacked),
+    result: victim, attack, threat, eps, norm, unit, seed, n_test, n_scanned (test samples classified,
+    in the seeded order, until ``n`` correct ones were found), clean_accuracy (on the scanned samples), n (attacked),
     successes, success_rate, ci_low, ci_high, linf, l2, joint_disp_cm, bone_dev_pct, accel_dev
     (means over the attacked samples), seconds, per_sample (the :func:`sample_metrics` columns).
     """
@@ -176,7 +177,9 @@ def run_one_off(
     model.eval()  # evaluation only; the attack never switches modes
     threat = ThreatModel(norm=norm, eps=eps, unit=dataset.unit, topology=dataset.topology)
     device = _device_of(model)
-    x_all, y_all = dataset.x.to(device), dataset.y.to(device)
+    # a seeded order across the whole split: a file sorted by class is sampled across classes
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(int(seed)))
+    x_all, y_all = dataset.x[order].to(device), dataset.y[order].to(device)
     pick, scanned, n_correct = _first_correct(model, x_all, y_all, n, batch_size)
     if pick.numel() == 0:
         raise DataError(
@@ -245,7 +248,8 @@ def format_summary(r: dict[str, Any]) -> str:
         ("threat model", r["threat"]),
         (
             "clean accuracy",
-            f"{100 * r['clean_accuracy']:.1f}% of the first {r['n_scanned']} of {r['n_test']} test samples",
+            f"{100 * r['clean_accuracy']:.1f}% of {r['n_scanned']} of the {r['n_test']} test samples "
+            f"(seeded order, seed {r['seed']})",
         ),
         ("attacked", f"{r['n']} correctly classified (seed {r['seed']})"),
         (
