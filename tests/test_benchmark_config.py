@@ -193,3 +193,18 @@ def test_threat_topology_and_unit_default_to_the_data_sets(tmp_path, victim_pt):
     p = write(sub, victim_pt, threats=[{"norm": "linf", "eps": 0.01}])  # a built-in world
     (t,) = load_benchmark(p).threats
     assert t.topology_obj.name == "ntu25" and t.unit == "m"
+
+
+@pytest.mark.parametrize("name", builtin_benchmarks())
+def test_every_builtin_benchmark_loads_or_waits_only_for_a_planned_checkpoint(name):
+    """A built-in definition is valid; the only error allowed is a zoo victim the zoo plan lists
+    but that is not trained yet (the `transfer` benchmark's same-architecture surrogate)."""
+    from robench.zoo import PLAN, names
+
+    try:
+        b = load_benchmark(name)
+    except ConfigError as e:
+        planned = [n for n in PLAN if n not in names()]
+        assert planned and any(f"got {n!r}" in str(e) for n in planned), str(e)
+        return
+    assert b.id == name and b.victims and b.attacks
