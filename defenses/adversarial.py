@@ -106,6 +106,7 @@ class _AdversarialTraining(Defense):
                 f"for defense {self.name!r}"
             )
         c = self.config
+        torch.manual_seed(c.seed)  # dropout draws from the global stream
         model = copy.deepcopy(victim)
         for p in model.parameters():
             p.requires_grad_(True)

@@ -7,8 +7,8 @@ Four transforms, each a :class:`~robench.defense.Defense` of kind ``transform``:
   pulled towards zero. Deterministic, differentiable.
 - ``noise-smoothing``: randomized smoothing (Cohen, Rosenfeld and Kolter, ICML 2019): the prediction
   is the majority vote of the victim over ``samples`` copies of the input with isotropic Gaussian
-  noise (σ = 2 cm: twice the benchmark's ε, so the smoothing noise dominates the perturbation, as
-  Cohen et al.'s σ exceeds the radii they certify). Logits are the log vote frequencies (add-½ smoothed), so the
+  noise (σ = 2 cm per coordinate: twice the benchmark's L∞ radius; the L2 size of an L∞
+  perturbation is far larger, so nothing is certified here). Logits are the log vote frequencies (add-½ smoothed), so the
   vote is the argmax. Randomized and **not differentiable** (a vote has zero gradient): attacked
   naively it hides its gradient; BPDA (Athalye, Carlini and Wagner, ICML 2018) replaces the vote by
   the mean softmax on the backward pass only.

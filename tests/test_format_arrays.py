@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +89,13 @@ def test_pyskl_pickle_is_read_value_by_value(tmp_path):
     assert (ds.x.numpy()[0, :, 5:] == 0).all()  # padded
 
 
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_pyskl_pickles_of_every_protocol_load(tmp_path, protocol):
+    p = tmp_path / "a.pkl"
+    p.write_bytes(pickle.dumps(pyskl_doc(), protocol=protocol))
+    assert len(import_pyskl(p)) == 3
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned > /tmp/robench-pwned",))
@@ -133,7 +141,14 @@ def test_import_command_reads_both_formats(tmp_path, capsys):
     for fmt, src in (("ctrgcn-npz", "NTU60_CS.npz"), ("pyskl", "a.pkl")):
         out = tmp_path / f"{fmt}.npz"
         assert main(["data", "import", fmt, str(tmp_path / src), "-o", str(out), "-q"]) == 0
-        assert len(SkeletonSet.load(out)) in (5, 3)
+        got = SkeletonSet.load(out)
+        assert len(got) == {"ctrgcn-npz": 5, "pyskl": 3}[fmt] and got.name == Path(src).stem
     assert main(["data", "import", "pyskl", str(tmp_path / "a.pkl"), str(tmp_path / "a.pkl"),
                  "-o", str(tmp_path / "z.npz")]) == 2  # fmt: skip
     assert "expected one file" in capsys.readouterr().err
+    for fmt, src, opt in (("pyskl", "a.pkl", ["--frames", "64"]), ("ctrgcn-npz", "NTU60_CS.npz",
+                          ["--split", "xview"]), ("pyskl", "a.pkl", ["--truncate"])):  # fmt: skip
+        argv = ["data", "import", fmt, str(tmp_path / src), "-o", str(tmp_path / "z.npz"), *opt]
+        assert main(argv) == 2
+        assert f"expected no {opt[0]} for format {fmt!r}" in capsys.readouterr().err
+    assert not (tmp_path / "z.npz").exists()

@@ -54,10 +54,8 @@ def test_train_on_an_own_topology_and_attack_the_checkpoint(tmp_path, capsys):
         ["attack", str(pt), "fgsm", "--dataset", str(tmp_path / "chain.npz"), "--n", "2", "-q"]
     )
     out, err = capsys.readouterr()
-    if correct:  # attacked end to end on 20 joints and one body
-        assert rc == 0 and "success" in out
-    else:
-        assert rc == 2 and "expected at least one correctly classified" in err
+    assert correct > 0  # seeded: this tiny victim gets some test clips right
+    assert rc == 0 and "success" in out, err  # attacked end to end on 20 joints and one body
 
 
 def test_train_knobs_and_a_validation_split_of_held_out_performers(tmp_path):
@@ -85,6 +83,12 @@ def test_train_knobs_and_a_validation_split_of_held_out_performers(tmp_path):
     assert v["n"] == len(val) and sorted(v["subjects"]) == sorted(held)
     assert 1 <= v["best_epoch"] <= 6 and 0 <= v["accuracy"] <= 1
     assert "--lr 0.01" in meta["command"] and "--no-augment" in meta["command"]
+    assert "--patience 2" in meta["command"] and meta["config"]["init_seed"] == 0
+    args[args.index("-o") + 1] = str(tmp_path / "m7")
+    assert main([*args, "--seed", "7"]) == 0  # another seed: other initial weights
+    assert json.loads((tmp_path / "m7.json").read_text())["config"]["init_seed"] == 7
+    bare = [a for a in args if a not in ("--val-fraction", "0.5")]
+    assert main(bare) == 2  # --patience without --val-fraction is refused
     with pytest.raises(Exception, match="val_fraction"):
         from robench.zoo.train import TrainConfig
 

@@ -151,7 +151,7 @@ IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl")
     default=None,
     help="the data set's missing-skeleton list (one sample name per line): skipped",
 )
-@click.option("--name", default="ntu", show_default=True, help="the set's name")
+@click.option("--name", default=None, help="the set's name (default: ntu, or the file's stem)")
 @quiet_option("no progress bar")
 def import_cmd(
     fmt: str,
@@ -162,7 +162,7 @@ def import_cmd(
     frames: int,
     truncate: bool,
     missing: str | None,
-    name: str,
+    name: str | None,
     quiet: bool,
 ) -> None:
     """Import PATHS (files or folders) of FORMAT into a robench .npz (written only when every file
@@ -192,12 +192,19 @@ def import_cmd(
             num_frames=frames,
             truncate=truncate,
             missing=skip,
-            name=name,
+            name=name or "ntu",
             progress=None if quiet else lambda it: tqdm(it, desc="import", unit="file"),
         )
     else:
         if len(paths) != 1:
             raise ConfigError(f"expected one file for format {fmt!r}, got {len(paths)} in PATHS")
+        unused = {"--bodies": bodies != "motion", "--frames": frames != 300, "--truncate": truncate,
+                  "--missing": missing is not None, "--split": fmt == "ctrgcn-npz" and split != "xsub"}  # fmt: skip
+        given = [k for k, v in unused.items() if v]
+        if given:
+            raise ConfigError(
+                f"expected no {given[0]} for format {fmt!r} (its file fixes that), got one in option '{given[0]}'"
+            )
         if fmt == "ctrgcn-npz":
             from robench.data.formats.ctrgcn_npz import import_ctrgcn_npz
 

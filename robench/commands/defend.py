@@ -74,7 +74,7 @@ def defend_cmd(
     stem = Path(victim).stem if victim.endswith(".pt") else victim
     target = Path(out or f"runs/defend/{stem}.{defense}")
     config = dataclasses.asdict(d.config)
-    arg = " ".join(f"--param {p}" for p in params)
+    arg = " ".join([*(f"--param {p}" for p in params), f"--dataset {ds_name}"])
     target.parent.mkdir(parents=True, exist_ok=True)
     with noting_tracked(target.parent):
         meta = save_victim(

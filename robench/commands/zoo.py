@@ -43,9 +43,9 @@ def _weights_name(dataset: str) -> str:
 @click.option(
     "--patience",
     type=int,
-    default=5,
-    show_default=True,
-    help="with --val-fraction: stop after this many epochs without a better validation accuracy",
+    default=None,
+    help="with --val-fraction: stop after this many epochs without a better validation accuracy "
+    "(default 5)",
 )
 @quiet_option("no progress bar")
 def train_cmd(
@@ -60,22 +60,26 @@ def train_cmd(
     batch_size: int | None,
     augment: bool | None,
     val_fraction: float,
-    patience: int,
+    patience: int | None,
     quiet: bool,
 ) -> None:
     """Train architecture VICTIM (e.g. stgcn) and write its checkpoint + metadata (the full recipe,
     the validation split and its best epoch when --val-fraction is given)."""
     recipe = zoo.recipe(victim)
-    vc = dict(recipe["config"])
+    vc = {**recipe["config"], "init_seed": seed}  # another seed: other initial weights too
     if width is not None:
         vc["width"] = width
     if depth is not None:
         vc["depth"] = depth
-    knobs = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment}
+    if patience is not None and not val_fraction:
+        raise ConfigError(
+            f"expected --val-fraction with --patience, got --patience {patience} alone"
+        )
+    knobs = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment,
+             "patience": patience}  # fmt: skip
     given = {k: v for k, v in knobs.items() if v is not None}
     tc = TrainConfig(
-        **{**recipe["train"], "seed": seed, "val_fraction": val_fraction, "patience": patience,
-           **given}
+        **{**recipe["train"], "seed": seed, "val_fraction": val_fraction, **given}
     )  # fmt: skip
     data = open_dataset(dataset)
     out = out or f"runs/train/{victim}.{_weights_name(dataset)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 
 from robench.run.spec import VictimSpec
 
@@ -46,4 +47,29 @@ def attacker_copy(model: torch.nn.Module, seed: int, bpda: bool) -> torch.nn.Mod
     for mod in out.modules():
         if bpda and hasattr(mod, "bpda"):
             mod.bpda = True
+    return out
+
+
+def zero_gradients(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    correct: torch.Tensor,
+    batch_size: int,
+    bpda: bool = False,
+) -> torch.Tensor:
+    """(n,) bool: the input gradient of CE(f(x), y) is exactly zero, for the ``correct`` samples
+    (False elsewhere); through the BPDA pass of a copy when ``bpda`` (what a BPDA attack sees); a
+    randomized model draws from its stream at seed 0."""
+    net = attacker_copy(model, 0, bpda)
+    reseed(net, 0)
+    idx_all = correct.nonzero().flatten()
+    out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for i in range(0, idx_all.numel(), batch_size):
+        idx = idx_all[i : i + batch_size]
+        xb = x[idx].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(net(xb), y[idx], reduction="sum")
+            (g,) = torch.autograd.grad(loss, xb)
+        out[idx] = g.flatten(1).eq(0).all(1)
     return out

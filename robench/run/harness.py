@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from robench.access import Knowledge, QueryOracle
 from robench.errors import ConfigError, RobenchError, ThreatViolation
@@ -54,7 +53,7 @@ from robench.run.cells import (
     weights_sha,
 )
 from robench.run.checks import check_classes, check_threats
-from robench.run.defended import attacker_copy, defend_victim, reseed
+from robench.run.defended import attacker_copy, defend_victim, reseed, zero_gradients
 from robench.run.judge import (
     SPOT_SAMPLES,
     HarnessCompromised,
@@ -88,7 +87,7 @@ class _Model:
     fingerprint: (
         tuple  # :func:`~robench.run.judge.fingerprint` at load time (verified before every scoring)
     )
-    zero_grad: torch.Tensor | None = None  # (n,) bool, lazily
+    zero_grad: dict[bool, torch.Tensor] = field(default_factory=dict)  # bpda -> (n,) bool, lazily
 
 
 @dataclass(eq=False)
@@ -162,25 +161,15 @@ class Plan:
                 "weights); refusing to score with it"
             )
 
-    def zero_grad(self, m: _Model) -> torch.Tensor:
-        """(n,) bool: the input gradient of CE(f(x), y) on the clean input is exactly zero.
-
-        Computed once per model, only for the samples it classifies correctly (False elsewhere):
-        ``zero_grad_frac`` is taken over those (eligible) samples.
-        """
-        if m.zero_grad is None:
-            bs = self.bench.batch_size
-            idx_all = m.correct.nonzero().flatten()
-            out = torch.zeros(len(self.ids), dtype=torch.bool, device=self.x.device)
-            for i in range(0, idx_all.numel(), bs):
-                idx = idx_all[i : i + bs]
-                xb = self.x[idx].detach().clone().requires_grad_(True)
-                with torch.enable_grad():
-                    loss = F.cross_entropy(m.model(xb), self.y[idx], reduction="sum")
-                    (g,) = torch.autograd.grad(loss, xb)
-                out[idx] = g.flatten(1).eq(0).all(1)
-            m.zero_grad = out
-        return m.zero_grad
+    def zero_grad(self, m: _Model, bpda: bool = False) -> torch.Tensor:
+        """(n,) bool: the input gradient of CE(f(x), y) on the clean input is exactly zero, through
+        the BPDA pass for BPDA cells; once per model and mode, for the samples it classifies
+        correctly (False elsewhere): ``zero_grad_frac`` is taken over those (eligible) samples."""
+        with self._lock:  # a randomized defense's stream is shared: one user at a time
+            if bpda not in m.zero_grad:
+                args = (self.x, self.y, m.correct, self.bench.batch_size, bpda)
+                m.zero_grad[bpda] = zero_gradients(m.model, *args)
+        return m.zero_grad[bpda]
 
     # ------------------------------------------------------------------ running
     def run_cell(self, cell: Cell) -> dict[str, Any]:
@@ -222,7 +211,6 @@ class Plan:
 
     def _attack_cell(self, cell: Cell) -> tuple[dict[str, Any], dict[str, Any]]:
         vic = self.model(cell.victim)
-        reseed(vic.model, derive_seed(cell.seed, cell.key + ":oracle"))  # a query oracle's draws
         attack = cell.attack.build()
         refuse_overridden_call(type(attack))
         n, k = len(self.ids), vic.clean_logits.shape[1]
@@ -241,7 +229,7 @@ class Plan:
             attacked = vic.correct.nonzero().flatten()
             eligible = vic.correct
             if cell.knowledge is Knowledge.WHITE_BOX:
-                zg = self.zero_grad(vic)[eligible]
+                zg = self.zero_grad(vic, cell.attack.bpda)[eligible]
                 extra["zero_grad_frac"] = float(zg.float().mean()) if zg.numel() else 0.0
             x_adv_e, q = self._run_attack(
                 cell, attack, [vic], attacked, target, derive_seed(cell.seed, cell.key)
@@ -355,9 +343,11 @@ class Plan:
         return cell.attack.oracle or getattr(type(attack), "oracle_mode", "decision")
 
     def _oracles(self, cell: Cell, attack: Any, model: _Model, idxs: list) -> list[QueryOracle]:
-        """One oracle per batch, owned here: the worker only ever holds a proxy."""
+        """One oracle per batch, owned here: the worker only ever holds a proxy. A randomized
+        defense answers from a copy whose stream restarts at the cell's seed for every job."""
         mode = self._oracle_mode(cell, attack)
-        return [QueryOracle(model.model, len(i), cell.attack.budget, mode) for i in idxs]
+        net = attacker_copy(model.model, derive_seed(cell.seed, cell.key + ":oracle"), False)
+        return [QueryOracle(net, len(i), cell.attack.budget, mode) for i in idxs]
 
     def _run_attack(
         self, cell: Cell, attack: Any, models: list[_Model], attacked, target, seed: int

@@ -6,7 +6,8 @@ body count; per body one info line of 10 values (body id first), a joint-count l
 joint lines of 12 values ``x y z depthX depthY colorX colorY orientW orientX orientY orientZ
 trackingState``. Only ``x y z`` (camera space, metres) are kept.
 
-Conventions, as the field's preprocessing (2s-AGCN / MS-G3D ``ntu_gendata``) applies them:
+Conventions, as the field's preprocessing applies them (the body tracking, the 11-frame noise rule
+and the summed-variance motion measure of SGN / CTR-GCN's ``get_raw_denoised_data``):
 
 - a body is identified by its body id across frames; a body present in at most 11 frames is noise
   and dropped (``min_frames`` = 12);

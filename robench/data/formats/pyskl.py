@@ -35,6 +35,9 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),  # protocol 2 spells bytes through it (mmcv's dump default)
     ("numpy", "dtype"),
     ("collections", "OrderedDict"),
     ("builtins", "slice"),
