@@ -132,3 +132,16 @@ def test_defend_command_writes_a_checkpoint_with_its_recipe(tmp_path, capsys):
         assert main(argv) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+def test_inner_starts_pgd_at_uniform_in_the_ball_and_trades_near_x():
+    """With a negligible step, the inner iterate is its start: PGD-AT's uniform random start spreads
+    over the ε-ball, TRADES's ``x + 0.001·N(0, 1)`` stays within millimetres."""
+    data = make_tiny_set()
+    x, y = data.x[:6], data.y[:6]
+    present = (x != 0).any(1, keepdim=True).any(3, keepdim=True).expand_as(x)
+    gen = torch.Generator().manual_seed(0)
+    at = create_defense("pgd-at", eps=0.05, steps=1, alpha_rel=1e-9).inner(lin(), x, y, gen)
+    assert 0.02 < float((at - x)[present].abs().mean()) < 0.03  # uniform on [-ε, ε]: mean ε/2
+    tr = create_defense("trades", eps=0.05, steps=1, alpha_rel=1e-9).inner(lin(), x, y, gen)
+    assert 5e-4 < float((tr - x)[present].abs().mean()) < 1.2e-3  # 0.001·E|N(0,1)| ≈ 8e-4

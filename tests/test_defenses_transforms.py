@@ -177,6 +177,10 @@ def test_resampling_defense_draws_speed_and_offset_per_forward():
         b = d(x)
         c = d(x)
     assert torch.equal(a, b) and not torch.equal(b, c)
+    # the start offset alone (speed fixed at 1) moves the clip
+    shift = create_defense("temporal-resampling", min_speed=1.0, max_speed=1.0, max_offset=0.5)
+    with torch.inference_mode():
+        assert not torch.allclose(shift(v, x)(x), v(x), atol=1e-6)
     # speed 2 from frame 0: frame t of the output is frame 2t of the clip, held at the last frame
     fast = create_defense("temporal-resampling", min_speed=2.0, max_speed=2.0, max_offset=0.0)
     one = torch.zeros(1, 3, 8, 25, 1)

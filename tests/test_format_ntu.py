@@ -161,3 +161,20 @@ def test_data_import_command_writes_the_set_or_nothing(folder, tmp_path, capsys)
     assert not out2.exists()
     assert main(["data", "import", "ntu-skeletons", str(folder), "-o", str(out2)]) == 2
     assert "did you mean 'ntu-skeleton'" in capsys.readouterr().err
+
+
+def test_noise_boundary_is_eleven_frames_and_setups_above_17_are_ntu120():
+    a = np.zeros((30, 25, 3), np.float32)
+    b11, b12 = a.copy(), a.copy()
+    b11[11:] = np.nan  # present in 11 frames: noise
+    b12[12:] = np.nan  # present in 12 frames: kept
+    kept = select_bodies({"x": b11, "y": b12}, "first")
+    assert len(kept) == 1 and kept[0] is b12
+
+
+def test_a_setup_above_17_makes_the_set_ntu120(tmp_path):
+    d = tmp_path / "n"
+    d.mkdir()
+    write_clip(d / "S018C001P045R001A001.skeleton", [[("1", coords(t, 0.01))] for t in range(14)])
+    ds = import_ntu([d], num_frames=16)
+    assert ds.num_classes == 120 and ds.split == ("train",)  # performer 45 trains in NTU-120 only
