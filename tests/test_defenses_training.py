@@ -145,3 +145,10 @@ def test_inner_starts_pgd_at_uniform_in_the_ball_and_trades_near_x():
     assert 0.02 < float((at - x)[present].abs().mean()) < 0.03  # uniform on [-ε, ε]: mean ε/2
     tr = create_defense("trades", eps=0.05, steps=1, alpha_rel=1e-9).inner(lin(), x, y, gen)
     assert 5e-4 < float((tr - x)[present].abs().mean()) < 1.2e-3  # 0.001·E|N(0,1)| ≈ 8e-4
+
+
+def test_defend_params_read_numbers_booleans_and_exponents():
+    from robench.commands.defend import parse_params
+
+    assert parse_params(("eps=1e-3", "steps=4", "beta=6.0", "x=abc")) == {
+        "eps": 0.001, "steps": 4, "beta": 6.0, "x": "abc"}  # fmt: skip

@@ -20,7 +20,13 @@ def parse_params(items: tuple[str, ...], option: str = "--param") -> dict[str, A
         name, sep, raw = item.partition("=")
         if not sep or not name:
             raise ConfigError(f"expected NAME=VALUE, got {item!r} in option '{option}'")
-        out[name] = load_yaml(raw, f"option '{option}'") if raw else ""
+        value = load_yaml(raw, f"option '{option}'") if raw else ""
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[name] = value
     return out
 
 
