@@ -124,7 +124,7 @@ def test_defend_command_writes_a_checkpoint_with_its_recipe(tmp_path, capsys):
     assert meta["weights_sha256"] != base["weights_sha256"]
     load_victim(tmp_path / "out" / "d.pt")  # a regular, loadable checkpoint
     assert "clean accuracy" in capsys.readouterr().out
-    for bad, msg in ((["temporal-smoothing"], "expected a weights defense"),
+    for bad, msg in ((["temporal-smoothing"], "expected a weights or heads defense"),
                      (["pgd-at", "--param", "steps"], "expected NAME=VALUE"),
                      (["pgd-at", "--param", "eps=-1"], "eps")):  # fmt: skip
         argv = ["defend", str(tmp_path / "base.pt"), *bad, "--dataset", str(npz), "-o",

@@ -1,4 +1,5 @@
-"""``robench defend VICTIM DEFENSE``: a weights defense (adversarial training) written as a checkpoint."""
+"""``robench defend VICTIM DEFENSE``: a weights defense (adversarial training) written as a checkpoint,
+or a heads defense (BEAT) post-trained into the artefact cache."""
 
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def defend_cmd(
     """Fine-tune a copy of VICTIM (a zoo name or .pt checkpoint) with the weights defense DEFENSE
     (pgd-at, trades) on the data set's train split and write it as a checkpoint whose metadata holds
     the defense, its full config, the base checkpoint's sha256, the training seconds and the clean
-    test accuracy. Transform defenses are not trained: name them in a benchmark's victim entry.
+    test accuracy. A heads defense (beat) is post-trained on the frozen VICTIM into the artefact
+    cache, where a benchmark entry naming it with the same params finds it. Transform defenses are
+    not trained: name them in a benchmark's victim entry.
     """
     import dataclasses
 
@@ -64,11 +67,11 @@ def defend_cmd(
     from robench.zoo.train import evaluate
 
     d = create_defense(defense, **parse_params(params))
-    if d.kind is not DefenseKind.WEIGHTS:
+    if d.kind is DefenseKind.TRANSFORM:
         raise ConfigError(
-            f"expected a weights defense (pgd-at, trades), got {defense!r} of kind {d.kind.value!r} "
-            "in argument 'DEFENSE' (a transform is applied at run time: name it as a benchmark "
-            "victim's 'defense')"
+            f"expected a weights or heads defense (pgd-at, trades, beat), got {defense!r} of kind "
+            "'transform' in argument 'DEFENSE' (a transform is applied at run time: name it as a "
+            "benchmark victim's 'defense')"
         )
     model = trained_victim(victim)
     base = read_metadata(checkpoint_path(victim))["weights_sha256"]
@@ -78,6 +81,13 @@ def defend_cmd(
     d.progress = not quiet
     defended = d(model, test.x[:8], train, torch.Generator().manual_seed(0))
     stem = Path(victim).stem if victim.endswith(".pt") else victim
+    if d.kind is DefenseKind.HEADS:  # cached heads: a benchmark entry naming the defense loads them
+        click.echo(
+            f"{stem}+{defense}: clean accuracy {evaluate(defended, test):.4f} on {len(test)} test "
+            f"clips, {d.seconds:.1f} s; heads cached for benchmark entries "
+            f"{{name: {victim}, defense: {defense}, defense_params: {{...}}}} with these params"
+        )
+        return
     target = Path(out or f"runs/defend/{stem}.{defense}")
     config = dataclasses.asdict(d.config)
     arg = " ".join([*(f"--param {p}" for p in params), f"--dataset {ds_name}"])

@@ -341,6 +341,12 @@ def _check_defense(c: _Ctx, name: Any, field: str) -> str:
         ) from None
     if name not in DEFENSES:
         raise ConfigError(f"{DEFENSES.unknown(name)} in {c.source} field '{field}'")
+    if DEFENSES.get(name).kind.value == "weights":
+        raise ConfigError(
+            f"expected a transform or heads defense, got weights defense {name!r} in {c.source} "
+            f"field '{field}' (train it once with `robench defend VICTIM {name}` and name the "
+            "checkpoint it writes as the victim)"
+        )
     return name
 
 

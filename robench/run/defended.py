@@ -10,6 +10,7 @@ job, so a cell's rows do not depend on which cells ran before.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +18,19 @@ import torch.nn.functional as F
 from robench.run.spec import VictimSpec
 
 
-def defend_victim(net: torch.nn.Module, spec: VictimSpec, probe: torch.Tensor) -> torch.nn.Module:
+def defend_victim(
+    net: torch.nn.Module, spec: VictimSpec, probe: torch.Tensor, data: Any = None
+) -> torch.nn.Module:
     """``spec``'s defense applied to the loaded victim ``net`` (checked on ``probe``), its random
-    stream at seed 0."""
-    from robench.defense import create_defense
+    stream at seed 0. A heads defense (BEAT) is post-trained on the train split of ``data`` (the
+    defender's data: what the victim was trained on), or loads its cached heads."""
+    from robench.defense import DefenseKind, create_defense
 
     defense = create_defense(str(spec.defense), **dict(spec.defense_params))
-    out = defense(net, probe, generator=torch.Generator().manual_seed(0))
+    train = None
+    if defense.kind is DefenseKind.HEADS and data is not None:
+        train = data.get_split("train") if "train" in set(data.split or ()) else data
+    out = defense(net, probe, train, generator=torch.Generator().manual_seed(0))
     reseed(out, 0)
     return out
 

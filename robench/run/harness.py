@@ -134,7 +134,7 @@ class Plan:
         net = create_victim(spec.source).to(self.device).eval()
         if spec.defense is not None:
             probe = self.x[: min(self.bench.batch_size, _RANDOM_CHECK, len(self.ids))]
-            net = defend_victim(net, spec, probe).to(self.device)
+            net = defend_victim(net, spec, probe, self.data).to(self.device)
         k = getattr(getattr(net, "config", None), "num_classes", self.data.num_classes)
         if k != self.data.num_classes:
             raise ConfigError(
