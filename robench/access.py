@@ -6,7 +6,10 @@
 - :class:`Query` holds a :class:`QueryOracle` that returns labels (decision-based) or scores
   (score-based), counts queries per sample and refuses past the budget.
 - :class:`NoBox` holds only unlabelled data disjoint from the victims' training data (in a benchmark:
-  the data set's ``nobox`` split; the attacked batch's labels are withheld too, ``y`` is all -1).
+  the data set's ``nobox`` split, or the built-in world's no-box clips), the attacker's own
+  pretrained motion manifold (an encoder the harness has proved never saw the benchmark's data)
+  and the unlabelled clips of the cell under attack (``attack_set``); the attacked batch's labels
+  are withheld too, ``y`` is all -1.
 
 Asking an access object for something its level does not grant (``transfer.victim``) raises an
 :class:`~robench.errors.AccessError` naming the level that would grant it.
@@ -35,6 +38,8 @@ _GRANTS = {
     "surrogates": Knowledge.TRANSFER,
     "oracle": Knowledge.QUERY,
     "data": Knowledge.NO_BOX,
+    "manifold": Knowledge.NO_BOX,
+    "attack_set": Knowledge.NO_BOX,
 }
 
 
@@ -146,5 +151,12 @@ class Query(Access):
 class NoBox(Access):
     level = Knowledge.NO_BOX
 
-    def __init__(self, data: torch.Tensor) -> None:
+    def __init__(
+        self,
+        data: torch.Tensor,
+        manifold: nn.Module | None = None,
+        attack_set: torch.Tensor | None = None,
+    ) -> None:
         self.data = data
+        self.manifold = manifold
+        self.attack_set = attack_set

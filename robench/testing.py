@@ -433,7 +433,8 @@ def small_config(cls: type) -> dict[str, Any]:
 
 def make_access(cls: type, model: nn.Module, x: torch.Tensor):
     """The access of ``cls.knowledge``: white-box ``model``; transfer two TinyNets and labelled data;
-    query an oracle on ``model`` (``cls.oracle_mode``, default "decision"); no-box unlabelled data."""
+    query an oracle on ``model`` (``cls.oracle_mode``, default "decision"); no-box unlabelled data, a
+    tiny untrained manifold and ``x`` as the attack set."""
     level = cls.knowledge
     if level is Knowledge.WHITE_BOX:
         return WhiteBox(model)
@@ -444,7 +445,9 @@ def make_access(cls: type, model: nn.Module, x: torch.Tensor):
         mode = getattr(cls, "oracle_mode", "decision")
         return Query(QueryOracle(model, x.shape[0], budget=10_000, mode=mode))
     if level is Knowledge.NO_BOX:
-        return NoBox(tiny_batch(12, seed=7)[0])
+        from robench.manifold.encoders import graph_encoder  # an untrained tiny manifold
+
+        return NoBox(tiny_batch(12, seed=7)[0], graph_encoder(dim=8, width=4, depth=1).eval(), x)
     raise ContractError(f"expected a Knowledge level, got {level!r}")
 
 

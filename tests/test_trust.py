@@ -412,15 +412,23 @@ def test_query_and_no_box_cheats_reach_nothing_more(tmp_path, victims):
     store.close()
 
 
-def test_no_box_without_a_disjoint_split_is_refused(tmp_path, victims):
+def test_no_box_on_a_file_without_a_disjoint_split_is_refused(tmp_path, victims):
+    """A data set file without a ``nobox`` split has no attacker data: refused before the attack
+    runs. A built-in world has its generator's no-box clips (performers no victim saw)."""
     log = tmp_path / "found.log"
-    store = run_with(
-        tmp_path, victims[:1], {"cheat-nobox": NoBoxHunter},
-        [{"name": "cheat-nobox", "params": {"log": str(log)}}],
-    )  # fmt: skip
+    d = open_dataset(DATA["name"], **{k: v for k, v in DATA.items() if k != "name"})
+    d.save(tmp_path / "plain.npz")
+    spec = [{"name": "cheat-nobox", "params": {"log": str(log)}}]
+    store = run_with(tmp_path, victims[:1], {"cheat-nobox": NoBoxHunter}, spec,
+                     dataset={"path": str(tmp_path / "plain.npz")})  # fmt: skip
     c = store.cells().iloc[0]
     assert c["status"] == "invalid" and "'nobox' split" in c["error"]
     assert not log.exists()  # the attack never ran
+    store.close()
+    (tmp_path / "b").mkdir()
+    store = run_with(tmp_path / "b", victims[:1], {"cheat-nobox": NoBoxHunter}, spec)
+    assert store.cells().iloc[0]["status"] == "ok"
+    assert notes(log)[0]["data"][0] == 2000 and notes(log)[0]["labels"] == [-1]
     store.close()
 
 

@@ -323,6 +323,49 @@ def generate(
     )
 
 
+NOBOX_SALT = 0x6E6F626F  # "nobo": the no-box stream of a seed
+
+
+def generate_nobox(
+    seed: int = 0,
+    n: int | None = None,
+    num_frames: int = 64,
+    progress: bool = False,
+    world: str = NAME,
+) -> SkeletonSet:
+    """Clips of a world by performers no victim saw: the attacker's unlabelled data of a no-box
+    attack (its motion-manifold pretraining data), split ``"nobox"``.
+
+    Drawn from the world's generator with its own stream, ``SeedSequence([seed, NOBOX_SALT])``: 30
+    new performers (new bodies, styles and speeds; ids 41-80, so no id is shared with the train and
+    test performers 1-40), new views, timing and noise. ``n`` defaults to the world's train size.
+    Labels are kept (a probe of the manifold uses them); the harness never hands them to an attack.
+    """
+    w = get_world(world)
+    n = w.n_train if n is None else _check_int(n, "n", 1)
+    sub_seed = int(
+        np.random.SeedSequence([_check_int(seed, "seed", 0), NOBOX_SALT]).generate_state(1)[0]
+    )
+    d = generate(
+        sub_seed, n_train=n, n_test=0, num_frames=num_frames, progress=progress, world=world
+    )
+    subject = d.subject + N_SUBJECTS
+    ids = tuple(f"{i[:4]}P{int(i[5:8]) + N_SUBJECTS:03d}{i[8:]}" for i in d.ids)  # S###P###A###R###
+    suffix = "" if w.name == NAME else f", world={w.name!r}"
+    return SkeletonSet(
+        x=d.x,
+        y=d.y,
+        ids=ids,
+        class_names=d.class_names,
+        topology=d.topology,
+        unit=d.unit,
+        name=f"{w.name}-nobox",
+        split=("nobox",) * len(ids),
+        subject=subject,
+        source=f"robench.synth.generate_nobox(seed={seed}{suffix})",
+    )
+
+
 # ---------------------------------------------------------------------------------- statistics
 def realism_stats(ds: SkeletonSet, fps: float = FPS, chunk: int = 256) -> dict[str, float]:
     """The :data:`REALISM_TARGETS` statistics of an ntu25 set in a metric unit (values in metres).

@@ -180,11 +180,13 @@ def momentum_iterate(
     alpha: float,
     decay: float,
     start: Tensor | None = None,
+    normalize: bool = True,
 ) -> Tensor:
     """MI-FGSM iteration (Dong et al., CVPR 2018) around a gradient oracle.
 
     For t = 0..steps-1: ``g = grad_fn(x_t, t) ⊙ A`` (A = ``threat.allowed_mask(x)``, so padding and
-    frozen joints/frames neither move nor enter the normalisation), ``m ← decay·m + g/‖g‖₁``,
+    frozen joints/frames neither move nor enter the normalisation), ``m ← decay·m + g/‖g‖₁``
+    (``normalize=False``: ``m ← decay·m + g``, for an oracle that normalises itself),
     ``x_{t+1} = threat.project(x, x_t + α·sign(m))`` (L2: ``α·m/‖m‖₂``). ``decay = 0`` is I-FGSM.
     Momentum starts at 0 for every call (i.e. per batch). Returns a new tensor; ``x`` is not modified.
     """
@@ -193,7 +195,7 @@ def momentum_iterate(
     m = torch.zeros_like(x)
     for t in range(steps):
         g = grad_fn(x_adv, t) * allowed
-        m = decay * m + l1_normalize(g)
+        m = decay * m + (l1_normalize(g) if normalize else g)
         x_adv = threat.project(x, ascent_step(x_adv, m, alpha, threat.norm)).detach()
     return x_adv
 

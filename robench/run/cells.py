@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from robench.access import Knowledge
+from robench.run.nobox import manifold_key, uses_manifold
 from robench.run.spec import AttackSpec, VictimSpec
 from robench.threat import ThreatModel
 
@@ -132,9 +133,12 @@ def expand_cells(plan: Any) -> list[Cell]:
                     budget=a.budget, oracle=a.oracle or getattr(cls, "oracle_mode", "decision")
                 )
             extra = {}
-            if cls.knowledge in (Knowledge.TRANSFER, Knowledge.NO_BOX):
+            if cls.knowledge is Knowledge.TRANSFER:
                 ad = b.attacker_data
                 extra["attacker_data"] = {"n": ad.n, "seed": ad.seed, "sha256": plan.attacker_hash}
+            config = a.build().config
+            if cls.knowledge is Knowledge.NO_BOX and uses_manifold(config):  # rebuilt: new cell
+                extra["manifold"] = manifold_key(b, config)
             for t in b.threats_for(a):
                 common = dict(base, attack=acfg, threat=t.to_dict(), seed=seed, **extra)
                 groups: list[tuple[VictimSpec, ...]] = [()]

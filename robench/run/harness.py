@@ -12,10 +12,9 @@ Per cell:
    eligible set is surrogate AND victim correct). Other samples keep ``x_adv = x`` and still get a row;
 2. the attack receives only its access object (:mod:`robench.access`): ``WhiteBox(victim)``,
    ``Transfer([surrogate], train_x, train_y)`` with the training split, ``Query(QueryOracle(victim,
-   budget))``, or ``NoBox(train_x)`` — the training split's coordinates without labels. On synth-ntu25
-   that unlabelled data is NOT disjoint from the victims' training data (the zoo is trained on the
-   same split): the "hard no-box" assumption of Lu et al. (ICCV 2023) is weakened there, which the
-   boards should be read with; a user data set can pass a disjoint split instead;
+   budget))``, or ``NoBox(clips, manifold, attack_set)`` — the attacker's own unlabelled clips, its
+   motion manifold and the unlabelled clips under attack, after :mod:`robench.run.nobox` has
+   proved the manifold never saw the benchmark's data (a leaking cell is refused);
 3. the attack runs through ``Attack.__call__`` (threat check, input-mutation check); a
    :class:`~robench.errors.RobenchError` (e.g. ThreatViolation) marks the cell ``invalid`` with the
    reason, any other exception ``error`` with its message, and the run continues;
@@ -66,6 +65,7 @@ from robench.run.judge import (
     verify_guards,
 )
 from robench.run.metrics import sample_metrics
+from robench.run.nobox import attacker_clips, manifold_for
 from robench.run.spec import Benchmark, VictimSpec, subset_hash
 from robench.run.store import Store
 from robench.run.worker import AttackJob, WorkerError, run_job
@@ -329,13 +329,9 @@ class Plan:
             job.train_x, job.train_y = self.train_x, self.train_y
         if cell.knowledge is Knowledge.QUERY:
             job.query = [(cell.attack.budget, self._oracle_mode(cell, attack))] * len(idxs)
-        if cell.knowledge is Knowledge.NO_BOX:
-            if self.nobox_x is None:
-                raise ConfigError(
-                    f"expected a 'nobox' split (unlabelled clips disjoint from every victim's training data) "
-                    f"for no-box attack {cell.attack.id!r}, got none in the data set"
-                )
-            job.data = self.nobox_x
+        if cell.knowledge is Knowledge.NO_BOX:  # robench.run.nobox: disjointness proved first
+            job.manifold = manifold_for(self, cell, attack)
+            job.data = attacker_clips(self)
         return job
 
     @staticmethod

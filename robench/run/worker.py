@@ -68,6 +68,7 @@ class AttackJob:
     train_x: torch.Tensor | None = None
     train_y: torch.Tensor | None = None
     data: torch.Tensor | None = None
+    manifold: torch.nn.Module | None = None
     query: list[tuple[int, str]] = field(default_factory=list)
     threads: int = 1
 
@@ -191,7 +192,8 @@ def _access(job: AttackJob, conn: Any, i: int) -> Any:
     if job.knowledge == "transfer":
         return Transfer(job.models, job.train_x, job.train_y, surrogate_ids=job.surrogate_ids)
     if job.knowledge == "no-box":
-        return NoBox(job.data)
+        attack_set = torch.cat([b[0] for b in job.batches]) if job.batches else None
+        return NoBox(job.data, job.manifold, attack_set)
     budget, mode = job.query[i]
     return Query(RemoteOracle(conn, i, budget, mode))
 
