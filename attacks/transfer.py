@@ -1,4 +1,5 @@
-"""Transfer-attack baselines: I-FGSM, MI-FGSM, logit ensemble, MIG, DIM and SVRE.
+"""Transfer-attack baselines: I-FGSM, MI-FGSM, their SMI-gradient variants, logit ensemble, MIG, DIM
+and SVRE.
 
 Every attack here has ``knowledge = TRANSFER``: it reads only ``access.surrogates`` (eval-mode modules
 handed over by the harness; the victim is never passed) and computes gradients w.r.t. the input only.
@@ -161,6 +162,72 @@ class TransferMIFGSM(Attack):
             _step(self.config, threat),
             self.config.decay,
         )
+
+
+# ============================================================================ SMI transfer
+@dataclass(frozen=True)
+class SMIConfig(MIFGSMConfig):
+    """The SMI transfer attacks: MI-FGSM's fields (``decay`` is used by ``transfer-smi-mifgsm``
+    only) and ``bandwidth_frac`` of the motion model's fit (0.1, :func:`robench.ops.motion.fit_tvar`)."""
+
+    bandwidth_frac: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_common(self, "transfer-smi")
+        ops.require_float(self.bandwidth_frac, "bandwidth_frac", "attack 'transfer-smi' config",
+                          low_open=True)  # fmt: skip
+
+
+class _SMITransfer(Attack):
+    """The skeleton-motion-informed gradient inside a surrogate-gradient transfer attack (Lu et al.,
+    ICCV 2023, "SMI gradient improves transferability"): the surrogate's input gradient g, masked,
+    becomes ``g̃ = ĝ_t + J1_t ⊙ ĝ_{t+1} + J2_t ⊙ ĝ_{t+2}`` (``ĝ = g/mean|g|``; Jacobians of a
+    time-varying AR(2) fitted on the clean clip, :mod:`robench.ops.motion`, the module TASAR and the
+    no-box attacks share); ``transfer-smi-ifgsm`` steps ``sign(g̃)``, ``transfer-smi-mifgsm``
+    accumulates ``m ← μ·m + g̃`` and steps ``sign(m)``."""
+
+    knowledge = Knowledge.TRANSFER
+    norms = ("linf", "l2")
+    randomized = False
+    supports_targeted = True
+    Config = SMIConfig
+    momentum = False
+
+    def run(
+        self,
+        access: Transfer,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+        target: Tensor | None,
+    ) -> Tensor:
+        from robench.ops.motion import fit_tvar
+
+        models = _surrogates(access)
+        tgt = target if self.config.targeted else None
+        allowed = threat.allowed_mask(x)
+        fit = fit_tvar(x, bandwidth_frac=self.config.bandwidth_frac)
+
+        def grad(z: Tensor, _t: int) -> Tensor:
+            return fit.motion_gradient(ops.objective_gradient(models, z, y, tgt) * allowed)
+
+        decay = self.config.decay if self.momentum else 0.0
+        return ops.momentum_iterate(
+            x, threat, grad, self.config.steps, _step(self.config, threat), decay, normalize=False
+        )
+
+
+@register_attack("transfer-smi-ifgsm")
+class TransferSMIIFGSM(_SMITransfer):
+    """I-FGSM on the SMI gradient of the surrogate (α = ε/steps; see :class:`_SMITransfer`)."""
+
+
+@register_attack("transfer-smi-mifgsm")
+class TransferSMIMIFGSM(_SMITransfer):
+    """MI-FGSM (μ = 1) on the SMI gradient of the surrogate (see :class:`_SMITransfer`)."""
+
+    momentum = True
 
 
 # ============================================================================ ensemble

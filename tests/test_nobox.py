@@ -390,3 +390,31 @@ def test_isc_loss_averages_the_four_within_and_across_encoder_pairings():
     assert torch.allclose(isc_loss(q, k, qu, 0.07), want)
     within = (info_nce(q["g"], k["g"], qu["g"], 0.07) + info_nce(q["s"], k["s"], qu["s"], 0.07)) / 2
     assert not torch.allclose(isc_loss(q, k, qu, 0.07), within)
+
+
+# ---------------------------------------------------------------------------- SMI in transfer
+@pytest.mark.parametrize("name", ["transfer-smi-ifgsm", "transfer-smi-mifgsm"])
+def test_smi_transfer_steps_on_the_motion_gradient_of_the_surrogate(name):
+    from robench.access import Transfer
+
+    data = make_tiny_set()
+    x, y = data.x[:4], data.y[:4]
+    sur = LinearEncoder(x, dim=3, seed=2)
+    threat = ThreatModel(norm="linf", eps=0.01)
+    steps = 3
+    alpha = 0.01 / steps
+    allowed = threat.allowed_mask(x)
+    fit = fit_tvar(x)
+    xa, m = x.clone(), torch.zeros_like(x)
+    for _ in range(steps):
+        v = xa.clone().requires_grad_(True)
+        F.cross_entropy(sur(v), y, reduction="sum").backward()
+        gt = fit.motion_gradient(v.grad * allowed)
+        m = (m + gt) if name.endswith("mifgsm") else gt
+        xa = threat.project(x, xa + alpha * m.sign()).detach()
+    got = create_attack(name, steps=steps)(Transfer([sur]), x, y, threat, torch.Generator())
+    assert torch.allclose(got, xa, atol=1e-6)
+    plain = create_attack(name.replace("smi-", ""), steps=steps)(
+        Transfer([sur]), x, y, threat, torch.Generator()
+    )
+    assert not torch.equal(got, plain)
