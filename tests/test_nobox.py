@@ -418,3 +418,39 @@ def test_smi_transfer_steps_on_the_motion_gradient_of_the_surrogate(name):
         Transfer([sur]), x, y, threat, torch.Generator()
     )
     assert not torch.equal(got, plain)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LogCfg(AttackConfig):
+    log: str = ""  # no 'manifold' field: the harness grants none
+
+
+class CountingNoBox(Attack):
+    """Appends the size of every batch it attacks to a log, returns a small move."""
+
+    knowledge = Knowledge.NO_BOX
+    Config = _LogCfg
+
+    def run(self, access, x, y, threat, generator, target):
+        with open(self.config.log, "a") as f:
+            f.write(f"{len(x)}\n")
+        return threat.project(x, x + 0.5 * threat.eps)
+
+
+def test_a_nobox_generation_runs_once_on_every_clip_and_is_scored_per_victim(tmp_path):
+    victims = make_victims(tmp_path / "v")
+    log = tmp_path / "calls.log"
+    with registered("test-nobox-count", CountingNoBox):
+        p = write_bench(tmp_path, victims, [{"name": "test-nobox-count",
+                                             "params": {"log": str(log)}}])  # fmt: skip
+        store = run_benchmark(load_benchmark(p), tmp_path / "r", progress=False)
+        frame = store.frame()
+        cells = store.cells()
+        store.close()
+    assert set(cells["status"]) == {"ok"}, cells[["status", "error"]].to_string()
+    sizes = [int(v) for v in log.read_text().split()]
+    assert sizes[0] == 16 and len(sizes) == 3  # one generation on all 16 clips, + the spot check
+    assert set(cells["status"]) == {"ok"} and len(cells) == 2
+    for vid, f in frame.groupby("victim"):
+        assert (f["eligible"] == f["clean_correct"]).all(), vid  # scored on its own correct clips
+        assert (f["linf"] > 0).all()  # every clip was attacked

@@ -40,7 +40,8 @@ def derive_seed(seed: int, key: str) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Cell:
-    """One cell of the matrix; ``gen_key`` groups the transfer cells sharing one generation."""
+    """One cell of the matrix; ``gen_key`` groups the transfer (or no-box) cells sharing one
+    generation: the adversarial examples do not depend on the victim."""
 
     key: str
     victim: VictimSpec
@@ -156,15 +157,16 @@ def expand_cells(plan: Any) -> list[Cell]:
                             surrogate=sur[0] if len(sur) == 1 else sur,
                         )
                         gen_key = sha256_json(gen_cfg)
+                    elif cls.knowledge is Knowledge.NO_BOX:  # victim-blind: one generation
+                        gen_cfg = dict(common, kind="nobox-generation")
+                        gen_key = sha256_json(gen_cfg)
                     vcfg = {
                         "id": v.id,
                         "weights_sha256": sha(v),
                         "defense": v.defense,
                         "defense_params": [list(p) for p in v.defense_params],
                     }
-                    cfg = dict(
-                        common, victim=vcfg, surrogate=gen_cfg["surrogate"] if gen_cfg else None
-                    )
+                    cfg = dict(common, victim=vcfg, surrogate=(gen_cfg or {}).get("surrogate"))
                     cells.append(
                         Cell(
                             sha256_json(cfg),

@@ -7,9 +7,10 @@ next run; ``error`` cells are retried.
 
 Per cell:
 
-1. the samples the attack is run on are the *eligible* ones — white-box / query / no-box: the victim
-   classifies them correctly on clean input; transfer: the surrogate does (and a transfer cell's
-   eligible set is surrogate AND victim correct). Other samples keep ``x_adv = x`` and still get a row;
+1. the samples the attack is run on — white-box / query: the victim classifies them correctly on
+   clean input; transfer: the surrogate does; no-box: every clip (the attacker cannot know which
+   the victim gets right). A cell is scored on its *eligible* samples: victim-correct (and, for
+   transfer, surrogate-correct). Other samples keep ``x_adv = x`` and still get a row;
 2. the attack receives only its access object (:mod:`robench.access`): ``WhiteBox(victim)``,
    ``Transfer([surrogate], train_x, train_y)`` with the training split, ``Query(QueryOracle(victim,
    budget))``, or ``NoBox(clips, manifold, attack_set)`` — the attacker's own unlabelled clips, its
@@ -21,8 +22,9 @@ Per cell:
 4. predictions under ``torch.inference_mode``; :func:`robench.run.metrics.sample_metrics`; the cell row
    and its sample rows are written in one transaction.
 
-Transfer attacks generate adversarial examples once per generation (surrogate, attack, threat, seed,
-subset), cached atomically under ``DIR/cache/transfer-<sha256>.pt``, and evaluate them on every victim.
+Transfer and no-box attacks generate adversarial examples once per generation (surrogate, attack,
+threat, seed, subset), cached atomically under ``DIR/cache/transfer-<sha256>.pt`` (``nobox-``), and
+evaluate them on every victim.
 Per victim (computed once and reused by its cells): clean logits, ``forward_random`` (two eval
 forwards of the first samples differ) and, for white-box cells, ``zero_grad_frac`` (fraction of
 eligible samples whose input gradient of CE on the clean input is exactly zero).
@@ -218,12 +220,12 @@ class Plan:
         target = self._targets(cell, k) if targeted else None
         extra: dict[str, Any] = {"forward_random": vic.forward_random, "zero_grad_frac": None}
         queries = None
-        if cell.knowledge is Knowledge.TRANSFER:
+        if cell.gen_key is not None:  # transfer: on the surrogate-correct clips; no-box: all
             surs = [self.model(s) for s in cell.surrogates]
-            x_adv_e, gen_s = self._transfer_examples(cell, attack, surs, target)
-            extra["_gen_share"] = gen_s / max(1, len(self.bench.victims))
-            sur_correct = _all_correct(surs)
+            sur_correct = _all_correct(surs) if surs else torch.ones_like(vic.correct)
             attacked = sur_correct.nonzero().flatten()
+            x_adv_e, gen_s = self._transfer_examples(cell, attack, surs, target, attacked)
+            extra["_gen_share"] = gen_s / max(1, len(self.bench.victims))
             eligible = sur_correct & vic.correct
         else:
             attacked = vic.correct.nonzero().flatten()
@@ -376,20 +378,18 @@ class Plan:
         return x_adv, torch.cat(counts) if counts else torch.zeros(0, dtype=torch.int64)
 
     def _transfer_examples(
-        self, cell: Cell, attack, surs: list[_Model], target
+        self, cell: Cell, attack, surs: list[_Model], target, attacked: torch.Tensor
     ) -> tuple[torch.Tensor, float]:
-        """x_adv of the surrogate-eligible samples: memory, then DIR/cache, else generate and cache."""
+        """x_adv of a shared generation (``attacked`` samples): memory, then DIR/cache, else
+        generate and cache."""
         key = cell.gen_key
         if key in self._x_adv:
             got = self._x_adv[key]
-            if isinstance(
-                got, BaseException
-            ):  # the generation failed: same verdict for every victim
+            if isinstance(got, BaseException):  # the generation failed: same for every victim
                 raise got
             return got
-        attacked = _all_correct(surs).nonzero().flatten()
         ids = [self.ids[i] for i in attacked.tolist()]
-        path = self.out_dir / "cache" / f"transfer-{key}.pt"
+        path = self.out_dir / "cache" / f"{cell.knowledge.value.replace('-', '')}-{key}.pt"
         code = code_version(type(attack))
         got = _load_cache(path, ids, cell.threat, self.x[attacked], code)
         if got is None:
