@@ -15,7 +15,8 @@ features, normalised,
 
 an InfoNCE with cosine similarities and no temperature: the positive is the clip's own clean
 embedding, the negatives the other clean clips of the batch and the centroids farthest from
-``z⁰_i`` (all but the ``drop_nearest`` = 10 nearest, which likely share its action). Ascending L
+``z⁰_i`` (all but the ``drop_nearest`` = 10 nearest, which likely share its action; at most
+k - 1 are dropped). Ascending L
 pushes the clip off its own embedding towards other actions. k-means: k-means++ seeding and 50
 Lloyd iterations on the clean features, seeded with 0 (every batch of a cell sees the same
 centroids); k is capped at the attack set's size.
@@ -104,9 +105,10 @@ def kmeans(f: Tensor, k: int, generator: torch.Generator, iters: int = 50) -> Te
 
 def far_centroid_mask(z0: Tensor, centroids: Tensor, drop_nearest: int) -> Tensor:
     """(B, K) bool: the centroids kept as negatives of each clean feature (all but its
-    ``drop_nearest`` most similar)."""
+    ``drop_nearest`` most similar; at most K - 1 are dropped, so a small attack set still has a
+    negative when its batch has a single clip)."""
     keep = torch.ones(z0.shape[0], centroids.shape[0], dtype=torch.bool, device=z0.device)
-    d = min(drop_nearest, centroids.shape[0])
+    d = min(drop_nearest, centroids.shape[0] - 1)  # at least one centroid stays a negative
     if d:
         near = (z0 @ centroids.t()).topk(d, dim=1).indices
         keep.scatter_(1, near, False)
@@ -159,9 +161,8 @@ class _NoBoxAttack(Attack):
         with torch.no_grad():
             z0 = F.normalize(enc(x), dim=1)
             pool_f = torch.cat([F.normalize(enc(b), dim=1) for b in pool.split(128)])
-            cents = F.normalize(
-                kmeans(pool_f, cfg.clusters, torch.Generator().manual_seed(0)), dim=1
-            )
+            cents = kmeans(pool_f.cpu(), cfg.clusters, torch.Generator().manual_seed(0))
+            cents = F.normalize(cents.to(x.device), dim=1)  # k-means on the CPU generator
             keep = far_centroid_mask(z0, cents, cfg.drop_nearest)
         allowed = threat.allowed_mask(x)
         fit = fit_tvar(x, bandwidth_frac=cfg.bandwidth_frac) if self.smi else None

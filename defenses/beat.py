@@ -283,11 +283,11 @@ class Beat(Defense):
             raise ConfigError(
                 f"expected the defender's training data (a SkeletonSet), got {type(train).__name__} for defense 'beat'"
             )
-        frozen = copy.deepcopy(victim).eval()
+        device = next(victim.parameters(), train.x).device
+        frozen = copy.deepcopy(victim).cpu().eval()  # post-trained on the CPU (CPU generators)
         for p in frozen.parameters():
             p.requires_grad_(False)
-        x = train.x.to(next(frozen.parameters(), train.x).device)
-        y = train.y.to(x.device)
+        x, y = train.x.cpu(), train.y.cpu()
         parts = {
             "victim": module_sha256(frozen),
             "data": tensor_fingerprint(x, y),
@@ -303,4 +303,4 @@ class Beat(Defense):
         )
         self.seconds = time.perf_counter() - t0
         self.artifact = art
-        return BeatDefended(frozen, art["theta"].to(x.device))
+        return BeatDefended(frozen, art["theta"]).to(device)

@@ -7,7 +7,8 @@
   (score-based), counts queries per sample and refuses past the budget.
 - :class:`NoBox` holds only unlabelled data disjoint from the victims' training data (in a benchmark:
   the data set's ``nobox`` split, or the built-in world's no-box clips), the attacker's own
-  pretrained motion manifold (an encoder the harness has proved never saw the benchmark's data)
+  pretrained motion manifold (an encoder whose recorded pretraining data the harness has checked
+  against the benchmark's data)
   and the unlabelled clips of the cell under attack (``attack_set``); the attacked batch's labels
   are withheld too, ``y`` is all -1.
 

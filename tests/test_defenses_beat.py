@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_set
 from test_defenses_transforms import Linear
-from test_harness import make_victims, rows, write_bench
+from test_harness import DATA, make_victims, rows, write_bench
 
 from robench.data.skeleton import BUILTIN_TOPOLOGIES, presence_mask
 from robench.defense import create_defense
@@ -153,6 +153,9 @@ def test_heads_are_cached_and_reloaded_without_training(monkeypatch):
         raise AssertionError("trained again")
 
     monkeypatch.setattr(beat, "train_heads", boom)
+    from robench.ops.artifacts import clear_memory_cache
+
+    clear_memory_cache()  # the second call reads the cache file
     b = create_defense("beat", **FAST)(v, data.x[:4], train)
     with torch.no_grad():
         assert torch.equal(a(data.x[:4]), b(data.x[:4]))
@@ -192,6 +195,17 @@ def test_a_benchmark_entry_post_trains_heads_and_a_weights_defense_is_refused(
     assert len(rows(tmp_path / "r")[1]) > 0
     # the heads were post-trained on the data set's whole train split (the defender's data)
     assert trained == [len(load_benchmark(p).dataset.open().get_split("train"))]
+    # a data set without a train split: the heads would see the clips under attack
+    from robench.data import open_dataset
+
+    d = open_dataset(DATA["name"], **{k: v for k, v in DATA.items() if k != "name"})
+    test = d.get_split("test")
+    test.save(tmp_path / "test_only.npz")
+    doc2 = {**doc, "dataset": {"path": str(tmp_path / "test_only.npz")}, "split": None}
+    doc2.pop("split")
+    p.with_name("t.yaml").write_text(yaml.safe_dump(doc2))
+    with pytest.raises(ConfigError, match="expected a 'train' split to post-train defense 'beat'"):
+        run_benchmark(load_benchmark(p.with_name("t.yaml")), tmp_path / "t", progress=False)
     doc["victims"] = [{"name": str(victims[0]), "id": "at", "defense": "pgd-at"}]
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match="weights defense 'pgd-at'.*robench defend"):

@@ -242,14 +242,20 @@ def test_nobox_clips_come_from_unseen_performers_and_share_no_clip():
 
 def test_disjointness_check_refuses_shared_clips_and_a_victim_trained_on_the_data():
     data = make_tiny_set()
-    meta = {"name": "m", "clip_sha256": clip_sha256(data.x[8:]), "dataset_sha256": "abc"}
+    meta = {"name": "m", "clip_sha256": clip_sha256(data.x[8:]), "dataset_sha256": "abc",
+            "clip_hash": "sha256-float32"}  # fmt: skip
     check_disjoint(meta, data.x[:8], "tiny", {"v": "def"})
     with pytest.raises(ConfigError, match="got 2 clips of tiny"):
         check_disjoint(meta, data.x[:10], "tiny", {})
+    # a clip stored in float64 is the same clip
+    with pytest.raises(ConfigError, match="got 2 clips of tiny"):
+        check_disjoint(meta, data.x[:10].double(), "tiny", {})
+    with pytest.raises(ConfigError, match="clip_hash"):
+        check_disjoint({**meta, "clip_hash": None}, data.x[:8], "tiny", {})
     with pytest.raises(ConfigError, match="victim 'v' trained on its pretraining data"):
         check_disjoint(meta, data.x[:8], "tiny", {"v": "abc"})
     with pytest.raises(ConfigError, match="clip_sha256"):
-        check_disjoint({"name": "m"}, data.x[:8], "tiny", {})
+        check_disjoint({"name": "m", "clip_hash": "sha256-float32"}, data.x[:8], "tiny", {})
 
 
 # ---------------------------------------------------------------------------- in the harness
@@ -296,7 +302,8 @@ def _refused(access, name):
 
 def _manifold(tmp_path, clips: torch.Tensor, name: str = "m"):
     enc = graph_encoder(dim=8, width=4, depth=1, init_seed=3)
-    meta = {"role": "manifold", "clip_sha256": clip_sha256(clips), "dataset_sha256": "nobox-sha"}
+    meta = {"role": "manifold", "clip_sha256": clip_sha256(clips), "dataset_sha256": "nobox-sha",
+            "clip_hash": "sha256-float32"}  # fmt: skip
     save_victim(enc, tmp_path / name, meta)
     return tmp_path / f"{name}.pt", enc
 
@@ -319,7 +326,10 @@ def test_a_nobox_cell_gets_only_unlabelled_clips_and_the_manifold(tmp_path):
     assert (seen["y"] == -1).all()  # no labels
     assert "white-box" in seen["victim_error"] and "query" in seen["oracle_error"]
     assert torch.equal(seen["data"], nobox.x)  # the attacker's own clips
-    assert torch.equal(seen["attack_set"], seen["x"])  # the clips under attack (one batch here)
+    # the clips under attack: all 16 of the subset, also in the spot check's 2-clip job (the last)
+    assert len(seen["attack_set"]) == 16 and len(seen["x"]) < 16
+    flat = seen["attack_set"].flatten(1)
+    assert all(bool((flat == r).all(1).any()) for r in seen["x"].flatten(1))
     for k, v in enc.state_dict().items():  # the manifold, not the victim
         assert torch.equal(seen["manifold_state"][k], v)
     assert cells.loc["s2mi-fgsm", "knowledge"] == "no-box"
@@ -454,3 +464,90 @@ def test_a_nobox_generation_runs_once_on_every_clip_and_is_scored_per_victim(tmp
     for vid, f in frame.groupby("victim"):
         assert (f["eligible"] == f["clean_correct"]).all(), vid  # scored on its own correct clips
         assert (f["linf"] > 0).all()  # every clip was attacked
+
+
+def test_the_checks_run_for_every_cell_even_with_a_cached_generation(tmp_path):
+    """A rerun in the same folder adding a victim trained on the manifold's data is refused for
+    that victim only, although the generation is on disk; a benchmark model's weights as the
+    manifold are refused; a manifold rebuilt since the plan is refused."""
+    victims = make_victims(tmp_path / "v")
+    nobox = generate_nobox(0, n=2000, num_frames=DATA["num_frames"])
+    path, enc = _manifold(tmp_path, nobox.x)
+    spec = [{"name": "nobox-ifgsm", "params": {"steps": 1, "manifold": str(path)}}]
+    run_benchmark(load_benchmark(write_bench(tmp_path, victims[:1], spec)), tmp_path / "r",
+                  progress=False).close()  # fmt: skip
+    assert list((tmp_path / "r" / "cache").glob("nobox-*.pt"))
+    import json
+
+    js = victims[1].with_suffix(".json")
+    meta = json.loads(js.read_text())
+    meta["dataset_sha256"] = "nobox-sha"  # the manifold's recorded data
+    js.write_text(json.dumps(meta))
+    store = run_benchmark(load_benchmark(write_bench(tmp_path, victims, spec)), tmp_path / "r",
+                          progress=False)  # fmt: skip
+    cells = store.cells().set_index("victim")
+    store.close()
+    assert cells.loc["v0", "status"] == "ok"
+    assert cells.loc["v1", "status"] == "invalid" and "victim 'v1'" in cells.loc["v1", "error"]
+    # a victim's own weights named as the manifold
+    from robench.zoo.checkpoint import load_victim
+
+    fake = {"role": "manifold", "clip_sha256": clip_sha256(nobox.x), "clip_hash": "sha256-float32"}
+    save_victim(load_victim(victims[0]), tmp_path / "fake", fake)
+    spec2 = [{"name": "nobox-ifgsm", "params": {"steps": 1, "manifold": str(tmp_path / "fake.pt")}}]
+    store = run_benchmark(load_benchmark(write_bench(tmp_path, victims[:1], spec2, name="f.yaml")),
+                          tmp_path / "f", progress=False)  # fmt: skip
+    err = store.cells()["error"].iloc[0]
+    store.close()
+    assert "no benchmark model" in err and "'v0'" in err
+    # the manifold changed after the cells were planned
+    from robench.run.harness import prepare
+
+    plan = prepare(load_benchmark(write_bench(tmp_path, victims[:1], spec, name="g.yaml")),
+                   tmp_path / "g")  # fmt: skip
+    save_victim(graph_encoder(dim=8, width=4, depth=1, init_seed=9), path.with_suffix(""),
+                {"role": "manifold", "clip_sha256": clip_sha256(nobox.x), "clip_hash": "sha256-float32"})  # fmt: skip
+    row = plan.run_cell(plan.cells[0])["cell"]
+    assert row["status"] == "invalid" and "changed since the run was planned" in row["error"]
+
+
+def test_a_nobox_split_is_the_attackers_and_must_not_overlap_the_others(tmp_path):
+    from robench.data.dataset import SkeletonSet
+
+    victims = make_victims(tmp_path / "v")
+    d = open_dataset(DATA["name"], **{k: v for k, v in DATA.items() if k != "name"})
+    extra = generate_nobox(0, n=8, num_frames=DATA["num_frames"])
+
+    def save(x_extra, name):
+        SkeletonSet(
+            x=torch.cat([d.x, x_extra]), y=torch.cat([d.y, extra.y]),
+            ids=d.ids + tuple(f"nb{i}" for i in range(8)), class_names=d.class_names,
+            topology=d.topology, unit=d.unit, name=name, split=d.split + ("nobox",) * 8,
+        ).save(tmp_path / f"{name}.npz")  # fmt: skip
+        return str(tmp_path / f"{name}.npz")
+
+    path, _ = _manifold(tmp_path, extra.x)  # pretrained on the set's own nobox split: allowed
+    spec = [{"name": "nobox-ifgsm", "params": {"steps": 1, "manifold": str(path)}}]
+    good = write_bench(
+        tmp_path, victims[:1], spec, name="a.yaml", dataset={"path": save(extra.x, "own")}
+    )
+    store = run_benchmark(load_benchmark(good), tmp_path / "a", progress=False)
+    assert list(store.cells()["status"]) == ["ok"], store.cells()["error"].tolist()
+    store.close()
+    leaky = write_bench(tmp_path, victims[:1], spec, name="b.yaml",
+                        dataset={"path": save(d.x[:8], "leaky")})  # fmt: skip
+    store = run_benchmark(load_benchmark(leaky), tmp_path / "b", progress=False)
+    cells = store.cells()
+    store.close()
+    assert list(cells["status"]) == ["invalid"]
+    assert "shared with them" in cells["error"].iloc[0] or "clips of" in cells["error"].iloc[0]
+
+
+def test_a_single_clip_batch_keeps_a_centroid_negative():
+    g = torch.Generator().manual_seed(0)
+    z0, c = unit(torch.randn(1, 4, generator=g)), unit(torch.randn(3, 4, generator=g))
+    keep = nb.far_centroid_mask(z0, c, 10)
+    assert int(keep.sum()) == 1
+    z = z0.clone().requires_grad_(True)
+    nb.nobox_infonce(unit(z), z0, c, keep).sum().backward()
+    assert z.grad.abs().sum() > 0

@@ -142,7 +142,8 @@ def prepare() -> None:
     "-o",
     "--out",
     default=None,
-    help="output prefix (default: the zoo's manifolds/smi.WORLD, overwritten only when given)",
+    help="output prefix (default: the zoo's manifolds/smi.WORLD, which it replaces; git-tracked "
+    "files it changes are named on stderr)",
 )
 @quiet_option("no progress bar")
 def prepare_smi(

@@ -1,5 +1,5 @@
 """The motion manifold of the hard no-box attack: a self-supervised skeleton encoder, shipped in the
-zoo, and the proof that it never saw a victim's data.
+zoo, and the check that its recorded data is none of the benchmark's.
 
 A manifold is an ST-GCN graph encoder (:mod:`.encoders`) pretrained without labels
 (:mod:`.pretrain`) on the attacker's own clips, saved as a verified checkpoint under
@@ -10,9 +10,11 @@ per clip (``clip_sha256``), the k-NN probe accuracy and the CPU time; ``robench 
 rebuilds it.
 
 Disjointness (:func:`check_disjoint`): before a no-box cell runs, the harness refuses a manifold
-whose pretraining data shares a clip with the benchmark's data set (every split: the victims'
-training clips and the clips under attack) or whose data fingerprint is a victim's recorded
-training-set fingerprint.
+whose recorded pretraining clips include a clip of the benchmark's data set (every split but
+``nobox``: the victims' training clips and the clips under attack; identical clips) or
+whose data fingerprint is a victim's recorded training-set fingerprint (:mod:`robench.run.nobox`
+adds: its weights are no benchmark model's). The check reads what the manifold's metadata records;
+a shipped manifold's record is written by ``robench prepare smi`` from the data it pretrained on.
 """
 
 from __future__ import annotations
@@ -93,8 +95,13 @@ def load_manifold(name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     return enc, meta
 
 
+CLIP_HASH = "sha256-float32"  # the recorded per-clip fingerprint: sha256 of the float32 bytes
+
+
 def clip_sha256(x: Tensor) -> list[str]:
-    """One sha256 (hex, first 32 digits) per clip of ``x`` (N, ...), over its float32 bytes."""
+    """One sha256 (hex, first 32 digits) per clip of ``x`` (N, ...), over its coordinates cast to
+    float32 (a clip stored in float64 keeps its hash). Identical clips only: a near-duplicate (a
+    clip nudged by noise) has another hash."""
     arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
     return [hashlib.sha256(c.tobytes()).hexdigest()[:32] for c in arr]
 
@@ -107,10 +114,15 @@ def check_disjoint(
     (``victim_datasets``: victim id -> recorded ``dataset_sha256``)."""
     name = meta.get("name", "manifold")
     ours = set(meta.get("clip_sha256") or ())
+    if meta.get("clip_hash") != CLIP_HASH:
+        raise ConfigError(
+            f"expected clip fingerprints of kind {CLIP_HASH!r} ('clip_hash') in the metadata of "
+            f"manifold {name!r}, got {meta.get('clip_hash')!r}: rebuild it with `robench prepare smi`"
+        )
     if not ours:
         raise ConfigError(
             f"expected per-clip fingerprints ('clip_sha256') in the metadata of manifold {name!r}, "
-            "got none: cannot prove it never saw the victims' data"
+            "got none: cannot check it never saw the victims' data"
         )
     shared = ours.intersection(clip_sha256(data_x))
     if shared:
@@ -170,7 +182,11 @@ def build_manifold(
         "dataset": nobox.name,
         "dataset_sha256": nobox.fingerprint(),
         "clip_sha256": clip_sha256(nobox.x),
+        "clip_hash": CLIP_HASH,
         "world": world,
+        "world_seed": seed,
+        "clips": clips,
+        "num_frames": int(nobox.x.shape[2]),
         "world_sha256": world_data.fingerprint(),
         "pretrain": config_dict(cfg),
         "loss": record["loss"],
@@ -181,7 +197,7 @@ def build_manifold(
         "train_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
-        "command": f"robench prepare smi --world {world}"
+        "command": f"robench prepare smi --world {world} --seed {seed}"
         + (f" --clips {clips}" if clips != NOBOX_CLIPS else "")
         + "".join(f" --set {k}={v}" for k, v in sorted((overrides or {}).items())),
     }

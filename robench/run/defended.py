@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from robench.errors import ConfigError
 from robench.run.spec import VictimSpec
 
 
@@ -29,7 +30,12 @@ def defend_victim(
     defense = create_defense(str(spec.defense), **dict(spec.defense_params))
     train = None
     if defense.kind is DefenseKind.HEADS and data is not None:
-        train = data.get_split("train") if "train" in set(data.split or ()) else data
+        if "train" not in set(data.split or ()):
+            raise ConfigError(
+                f"expected a 'train' split to post-train defense {spec.defense!r} on, got none in "
+                f"data set {data.name!r} (the heads must not see the clips under attack)"
+            )
+        train = data.get_split("train")
     out = defense(net, probe, train, generator=torch.Generator().manual_seed(0))
     reseed(out, 0)
     return out

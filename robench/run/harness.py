@@ -44,7 +44,6 @@ import torch
 from robench.access import Knowledge, QueryOracle
 from robench.errors import ConfigError, RobenchError, ThreatViolation
 from robench.io import atomic_write, atomic_write_text
-from robench.ops.artifacts import code_version
 from robench.run.cells import (
     Cell,
     canonical_json,
@@ -67,7 +66,7 @@ from robench.run.judge import (
     verify_guards,
 )
 from robench.run.metrics import sample_metrics
-from robench.run.nobox import attacker_clips, manifold_for
+from robench.run.nobox import attacker_clips, generation_code, manifold_for
 from robench.run.spec import Benchmark, VictimSpec, subset_hash
 from robench.run.store import Store
 from robench.run.worker import AttackJob, WorkerError, run_job
@@ -220,6 +219,8 @@ class Plan:
         target = self._targets(cell, k) if targeted else None
         extra: dict[str, Any] = {"forward_random": vic.forward_random, "zero_grad_frac": None}
         queries = None
+        if cell.knowledge is Knowledge.NO_BOX:  # checked per cell, also for a cached generation
+            manifold_for(self, cell, attack)
         if cell.gen_key is not None:  # transfer: on the surrogate-correct clips; no-box: all
             surs = [self.model(s) for s in cell.surrogates]
             sur_correct = _all_correct(surs) if surs else torch.ones_like(vic.correct)
@@ -333,7 +334,7 @@ class Plan:
             job.query = [(cell.attack.budget, self._oracle_mode(cell, attack))] * len(idxs)
         if cell.knowledge is Knowledge.NO_BOX:  # robench.run.nobox: disjointness proved first
             job.manifold = manifold_for(self, cell, attack)
-            job.data = attacker_clips(self)
+            job.data, job.attack_set = attacker_clips(self), self.x.cpu()  # it attacks every clip
         return job
 
     @staticmethod
@@ -390,7 +391,7 @@ class Plan:
             return got
         ids = [self.ids[i] for i in attacked.tolist()]
         path = self.out_dir / "cache" / f"{cell.knowledge.value.replace('-', '')}-{key}.pt"
-        code = code_version(type(attack))
+        code = generation_code(cell.knowledge, type(attack))
         got = _load_cache(path, ids, cell.threat, self.x[attacked], code)
         if got is None:
             t0 = time.perf_counter()

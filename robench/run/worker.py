@@ -69,6 +69,7 @@ class AttackJob:
     train_y: torch.Tensor | None = None
     data: torch.Tensor | None = None
     manifold: torch.nn.Module | None = None
+    attack_set: torch.Tensor | None = None  # no-box: every clip of the cell, unlabelled
     query: list[tuple[int, str]] = field(default_factory=list)
     threads: int = 1
 
@@ -192,8 +193,7 @@ def _access(job: AttackJob, conn: Any, i: int) -> Any:
     if job.knowledge == "transfer":
         return Transfer(job.models, job.train_x, job.train_y, surrogate_ids=job.surrogate_ids)
     if job.knowledge == "no-box":
-        attack_set = torch.cat([b[0] for b in job.batches]) if job.batches else None
-        return NoBox(job.data, job.manifold, attack_set)
+        return NoBox(job.data, job.manifold, job.attack_set)
     budget, mode = job.query[i]
     return Query(RemoteOracle(conn, i, budget, mode))
 
