@@ -145,7 +145,7 @@ def test_import_command_reads_both_formats(tmp_path, capsys):
         assert len(got) == {"ctrgcn-npz": 5, "pyskl": 3}[fmt] and got.name == Path(src).stem
     assert main(["data", "import", "pyskl", str(tmp_path / "a.pkl"), str(tmp_path / "a.pkl"),
                  "-o", str(tmp_path / "z.npz")]) == 2  # fmt: skip
-    assert "expected one file" in capsys.readouterr().err
+    assert "expected one path" in capsys.readouterr().err
     for fmt, src, opt in (("pyskl", "a.pkl", ["--frames", "64"]), ("ctrgcn-npz", "NTU60_CS.npz",
                           ["--split", "xview"]), ("pyskl", "a.pkl", ["--truncate"])):  # fmt: skip
         argv = ["data", "import", fmt, str(tmp_path / src), "-o", str(tmp_path / "z.npz"), *opt]

@@ -120,7 +120,7 @@ def stats(path: str) -> None:
         click.echo(line)
 
 
-IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl")
+IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl", "hdm05-arrays", "folder")
 
 
 @data_group.command("import")
@@ -151,6 +151,18 @@ IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl")
     default=None,
     help="the data set's missing-skeleton list (one sample name per line): skipped",
 )
+@click.option(
+    "--labels", default=None, type=click.Path(dir_okay=False), help="folder: the labels CSV"
+)
+@click.option(
+    "--topology", default=None, type=click.Path(dir_okay=False), help="folder: the topology JSON"
+)
+@click.option(
+    "--unit",
+    type=click.Choice(["m", "cm", "mm", "normalized"]),
+    default=None,
+    help="folder: the coordinates' unit (default m)",
+)
 @click.option("--name", default=None, help="the set's name (default: ntu, or the file's stem)")
 @quiet_option("no progress bar")
 def import_cmd(
@@ -162,13 +174,18 @@ def import_cmd(
     frames: int,
     truncate: bool,
     missing: str | None,
+    labels: str | None,
+    topology: str | None,
+    unit: str | None,
     name: str | None,
     quiet: bool,
 ) -> None:
     """Import PATHS (files or folders) of FORMAT into a robench .npz (written only when every file
     read). FORMAT: ntu-skeleton (raw NTU RGB+D / 120 .skeleton files), ctrgcn-npz (CTR-GCN's
     NTU60_CS.npz-style arrays: one file, its own train/test), pyskl (a 3-D annotation pickle, read
-    without executing code; --split picks its protocol). Conventions in the README."""
+    without executing code; --split picks its protocol), hdm05-arrays (BEAT/TASAR classTrain.npz /
+    classTest.npz), folder (a folder of per-clip .npy/.csv arrays with --labels CSV and --topology
+    JSON). Conventions in the README."""
     import time
     from pathlib import Path
 
@@ -183,6 +200,13 @@ def import_cmd(
     if frames < 1:
         raise ConfigError(f"expected a positive integer, got {frames} in option '--frames'")
     skip = Path(missing).read_text().split() if missing else ()
+    folder_opts = {"--labels": labels, "--topology": topology, "--unit": unit}
+    if fmt != "folder":
+        given = [k for k, v in folder_opts.items() if v is not None]
+        if given:
+            raise ConfigError(
+                f"expected no {given[0]} for format {fmt!r} (only 'folder' takes it), got one in option '{given[0]}'"
+            )
     t0 = time.perf_counter()
     if fmt == "ntu-skeleton":
         ds = import_ntu(
@@ -196,10 +220,12 @@ def import_cmd(
             progress=None if quiet else lambda it: tqdm(it, desc="import", unit="file"),
         )
     else:
-        if len(paths) != 1:
-            raise ConfigError(f"expected one file for format {fmt!r}, got {len(paths)} in PATHS")
+        most = 2 if fmt == "hdm05-arrays" else 1
+        if not 1 <= len(paths) <= most:
+            what = "one or two files" if most == 2 else "one path"
+            raise ConfigError(f"expected {what} for format {fmt!r}, got {len(paths)} in PATHS")
         unused = {"--bodies": bodies != "motion", "--frames": frames != 300, "--truncate": truncate,
-                  "--missing": missing is not None, "--split": fmt == "ctrgcn-npz" and split != "xsub"}  # fmt: skip
+                  "--missing": missing is not None, "--split": fmt != "pyskl" and split != "xsub"}  # fmt: skip
         given = [k for k, v in unused.items() if v]
         if given:
             raise ConfigError(
@@ -209,6 +235,22 @@ def import_cmd(
             from robench.data.formats.ctrgcn_npz import import_ctrgcn_npz
 
             ds = import_ctrgcn_npz(paths[0], name=name)
+        elif fmt == "hdm05-arrays":
+            from robench.data.formats.hdm05_arrays import import_hdm05_arrays
+
+            ds = import_hdm05_arrays(paths, name=name)
+        elif fmt == "folder":
+            from robench.data.formats.folder import import_folder
+
+            for opt, val in (("--labels", labels), ("--topology", topology)):
+                if val is None:
+                    raise ConfigError(
+                        f"expected {opt} for format 'folder', got none in option '{opt}'"
+                    )
+            ds = import_folder(
+                paths[0], labels, topology, unit or "m", name,
+                progress=None if quiet else lambda it: tqdm(it, desc="import", unit="clip"),
+            )  # fmt: skip
         else:
             from robench.data.formats.pyskl import import_pyskl
 
