@@ -299,6 +299,37 @@ def _victim_source(c: _Ctx, name: Any, field: str, base_dir: Path | None) -> tup
     return name, name
 
 
+def _external_source(c: _Ctx, item: dict, f: str, base_dir: Path | None) -> tuple[str, str]:
+    """(default id, source) of your own model: ``{torchscript: FILE, sha256: HEX}`` or
+    ``{module: pkg.mod:factory, checkpoint: FILE, sha256: HEX}`` (:mod:`robench.zoo.external`)."""
+    from robench.zoo.external import external_source
+
+    kind = "module" if "module" in item else "torchscript"
+    other = "torchscript" if kind == "module" else "module"
+    for bad in (other, "name") + (() if kind == "module" else ("checkpoint",)):
+        if bad in item:
+            raise c.err(f"no {bad!r} beside {kind!r}", repr(item[bad]), f"{f}.{bad}", raw=True)
+    need = ("sha256", "checkpoint") if kind == "module" else ("sha256",)
+    for key in need:
+        if key not in item:
+            raise c.err(f"a {key!r}", "none", f"{f}.{key}", raw=True)
+    file_field = "checkpoint" if kind == "module" else "torchscript"
+    raw_path = c.str_(item[file_field], f"{f}.{file_field}")
+    path = str(
+        Path(raw_path) if Path(raw_path).is_absolute() or base_dir is None else base_dir / raw_path
+    )
+    if not Path(path).exists():
+        raise ConfigError(
+            f"expected a model file, got no file at {path} in {c.source} field '{f}.{file_field}'"
+        )
+    try:
+        src = external_source(kind, path, str(item["sha256"]), item.get("module"))
+    except ConfigError as e:
+        raise ConfigError(f"{e} of {c.source} entry '{f}'") from None
+    default_id = str(item["module"]).rpartition(":")[2] if kind == "module" else Path(path).stem
+    return default_id, src
+
+
 def _victims(c: _Ctx, raw: Any, field: str, base_dir: Path | None) -> tuple[VictimSpec, ...]:
     if not isinstance(raw, list) or not raw:
         raise c.err("a list of victim names", raw, field)
@@ -306,10 +337,15 @@ def _victims(c: _Ctx, raw: Any, field: str, base_dir: Path | None) -> tuple[Vict
     for i, item in enumerate(raw):
         f = f"{field}[{i}]"
         if isinstance(item, dict):
-            item = c.mapping(item, f, ("name", "id", "defense", "defense_params"))
-            if "name" not in item:
-                raise c.err("a 'name'", "none", f, raw=True)
-            vid, src = _victim_source(c, item["name"], f"{f}.name", base_dir)
+            keys = ("name", "id", "defense", "defense_params", "module", "torchscript",
+                    "checkpoint", "sha256")  # fmt: skip
+            item = c.mapping(item, f, keys)
+            if "module" in item or "torchscript" in item:
+                vid, src = _external_source(c, item, f, base_dir)
+            elif "name" not in item:
+                raise c.err("a 'name' (or 'module' / 'torchscript')", "none", f, raw=True)
+            else:
+                vid, src = _victim_source(c, item["name"], f"{f}.name", base_dir)
             vid = c.str_(item.get("id", vid), f"{f}.id")
             defense = item.get("defense")
             params = item.get("defense_params") or {}

@@ -67,9 +67,9 @@ class Cell:
 
 def weights_sha(spec: VictimSpec) -> str:
     """weights sha256 from the checkpoint metadata (no need to load the model)."""
-    from robench.zoo import checkpoint, checkpoint_path
+    from robench.zoo import source_metadata
 
-    return str(checkpoint.read_metadata(checkpoint_path(spec.source))["weights_sha256"])
+    return str(source_metadata(spec.source)["weights_sha256"])
 
 
 def inputs_sha256(cell: Cell, cache: dict[str, str]) -> str:

@@ -27,12 +27,11 @@ def check_classes(bench: Benchmark, data: Any) -> None:
     """Refuse, before any cell runs, a victim whose class count, joint count or body count (from
     its checkpoint metadata) is not the data set's."""
     from robench.data.skeleton import get_topology
-    from robench.zoo import checkpoint_path
-    from robench.zoo.checkpoint import read_metadata
+    from robench.zoo import source_metadata
 
     for i, v in enumerate(bench.victims):
         try:
-            cfg = read_metadata(checkpoint_path(v.source)).get("config", {})
+            cfg = source_metadata(v.source).get("config", {})
         except RobenchError:
             continue  # unreadable metadata: the victim's cells record why
         where = f"for victim {v.id!r} in {bench.source} field 'victims[{i}]'"

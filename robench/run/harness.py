@@ -137,13 +137,15 @@ class Plan:
             probe = self.x[: min(self.bench.batch_size, _RANDOM_CHECK, len(self.ids))]
             net = defend_victim(net, spec, probe, self.data).to(self.device)
         k = getattr(getattr(net, "config", None), "num_classes", self.data.num_classes)
-        if k != self.data.num_classes:
-            raise ConfigError(
-                f"expected a victim with {self.data.num_classes} classes (the data set's), got {k} for victim {spec.id!r}"
-            )
         bs = self.bench.batch_size
         with torch.inference_mode():
             logits = torch.cat([net(self.x[i : i + bs]) for i in range(0, len(self.ids), bs)])
+        k = k if k != self.data.num_classes else logits.shape[-1]  # an external model: its logits
+        if logits.dim() != 2 or k != self.data.num_classes:
+            raise ConfigError(
+                f"expected a victim with {self.data.num_classes} classes (the data set's), got {k} for victim {spec.id!r}"
+            )
+        with torch.inference_mode():
             # same batch twice (a different batch size may legitimately change float rounding)
             probe = self.x[: min(bs, _RANDOM_CHECK)]
             rand = int(not torch.equal(net(probe), net(probe)))

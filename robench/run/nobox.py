@@ -108,11 +108,10 @@ def uses_manifold(attack_config: Any) -> bool:
 
 
 def _recorded(source: str, field: str) -> str:
-    from robench.zoo import checkpoint_path
-    from robench.zoo.checkpoint import read_metadata
+    from robench.zoo import source_metadata
 
     try:
-        return str(read_metadata(checkpoint_path(source)).get(field) or "")
+        return str(source_metadata(source).get(field) or "")
     except RobenchError:
         return ""
 

@@ -83,7 +83,12 @@ def trained_on(name: str, checkpoint: str | None = None) -> str:
     from robench.errors import RobenchError
     from robench.zoo import checkpoint_path
     from robench.zoo.checkpoint import read_metadata
+    from robench.zoo.external import is_external
 
+    if is_external(name):
+        raise ConfigError(
+            f"expected --dataset for an external model (it records no training data), got none for {name!r}"
+        )
     try:
         meta = read_metadata(checkpoint or checkpoint_path(name))
     except RobenchError:

@@ -13,6 +13,7 @@ from typing import Any
 from robench.errors import ConfigError, RobenchError
 from robench.victim import VICTIMS, Victim, build_victim
 from robench.zoo.checkpoint import load_victim, read_metadata
+from robench.zoo.external import external_metadata, is_external, load_external, parse_external
 
 
 def zoo_dir() -> Path:
@@ -38,6 +39,12 @@ def create_victim(name: str, **config: Any) -> Victim:
     A path to a ``.pt`` file with its ``.json`` metadata beside it loads that checkpoint. Unknown
     names suggest the closest architectures and shipped checkpoints.
     """
+    if is_external(name):
+        if config:
+            raise ConfigError(
+                f"expected no config overrides for an external model, got {sorted(config)} for {name!r}"
+            )
+        return load_external(name)  # type: ignore[return-value]
     if name.endswith(".pt"):
         return load_victim(name)
     if "." in name:
@@ -52,8 +59,18 @@ def create_victim(name: str, **config: Any) -> Victim:
 
 
 def checkpoint_path(source: str) -> Path:
-    """The ``.pt`` file of a zoo name or a ``.pt`` path."""
+    """The ``.pt`` file of a zoo name or a ``.pt`` path (an external model's file)."""
+    if is_external(source):
+        return parse_external(source)[2]
     return Path(source) if source.endswith(".pt") else zoo_dir() / f"{source}.pt"
+
+
+def source_metadata(source: str) -> dict[str, Any]:
+    """The metadata of any victim source: the checkpoint's ``.json``, or for an external model
+    (:mod:`robench.zoo.external`) its declared architecture and sha256."""
+    if is_external(source):
+        return external_metadata(source)
+    return read_metadata(checkpoint_path(source))
 
 
 def provenance(source: str) -> dict[str, Any]:
@@ -62,11 +79,11 @@ def provenance(source: str) -> dict[str, Any]:
     it was trained on (data set name and fingerprint, the command and the training recipe, clean
     accuracy as recorded). Read from the checkpoint's metadata."""
     path = checkpoint_path(source)
-    meta = read_metadata(path)
+    meta = source_metadata(source)
     arch = str(meta["arch"])
     cls = VICTIMS.get(arch) if arch in VICTIMS else None
     return {
-        "source": path.name if source.endswith(".pt") else source,
+        "source": path.name if source.endswith(".pt") or is_external(source) else source,
         "architecture": arch,
         "paper": (getattr(cls, "paper", "") or None) if cls is not None else None,
         "num_parameters": meta.get("num_parameters"),
