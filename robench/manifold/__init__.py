@@ -175,7 +175,7 @@ def build_manifold(
     ):
         ref, query = features(enc, nobox.x), features(enc, test.x)
         probe[label] = round(knn_accuracy(ref, nobox.y, query, test.y), 4)
-    name = Path(out).stem
+    name = Path(out).name  # "smi.synth_ntu60" (a stem would drop ".synth_ntu60")
     meta = {
         "role": "manifold",
         "name": name,
