@@ -114,12 +114,22 @@ def zoo_group() -> None:
 
 @zoo_group.command("list")
 def zoo_list() -> None:
-    """Print name, architecture, parameters, clean accuracy and sha256 of each shipped victim."""
+    """Print name, architecture, parameters, clean accuracy and sha256 of each shipped victim, then
+    the shipped no-box manifolds (their k-NN probe accuracy and what they were pretrained on)."""
+    from robench.manifold import manifold_dir, manifold_names
+    from robench.zoo.checkpoint import read_metadata
+
     rows = zoo.entries()
     click.echo(f"{'name':<22} {'arch':<8} {'params':>8} {'clean acc':>9}  sha256")
     for r in rows:
         click.echo(
             f"{r['name']:<22} {r['arch']:<8} {r['num_parameters']:>8} {r['clean_accuracy']:>9.4f}  {r['weights_sha256']}"
+        )
+    for name in manifold_names():
+        m = read_metadata(manifold_dir() / f"{name}.pt")
+        click.echo(
+            f"{name:<22} {'manifold':<8} {m['num_parameters']:>8} {'k-NN':>4} {m['knn_accuracy']:.4f}  "
+            f"{m['weights_sha256']}  (pretrained on {m['dataset']}, {m.get('clips', '?')} clips)"
         )
 
 
