@@ -551,3 +551,22 @@ def test_a_single_clip_batch_keeps_a_centroid_negative():
     z = z0.clone().requires_grad_(True)
     nb.nobox_infonce(unit(z), z0, c, keep).sum().backward()
     assert z.grad.abs().sum() > 0
+
+
+def test_the_shipped_manifold_is_listed_verified_and_disjoint_from_its_world(capsys):
+    """The zoo's manifold: listed by ``robench zoo list``, loads with its sha256 verified, and its
+    recorded clips are the world's no-box clips, none of them a clip of the world."""
+    from robench.cli import main
+    from robench.manifold import check_disjoint, load_manifold, manifold_names
+
+    if "smi.synth_ntu60" not in manifold_names():
+        pytest.skip("smi.synth_ntu60 not built (robench prepare smi)")
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "smi.synth_ntu60" in out and "manifold" in out
+    enc, meta = load_manifold("smi.synth_ntu60")
+    assert meta["clips"] == 2000 and meta["world"] == "synth-ntu60"
+    world = open_dataset("synth-ntu60")
+    check_disjoint(meta, world.x, world.name, {})
+    nobox = generate_nobox(0, n=2000, world="synth-ntu60")
+    assert nobox.fingerprint() == meta["dataset_sha256"]
