@@ -145,6 +145,11 @@ class ThreatModel:
                 f"expected a topology name or .json path, got {type(self.topology).__name__} in {src} field 'topology'"
             )
         object.__setattr__(self, "_topo", topo)  # resolved once; not a dataclass field
+        if self.preserve_bones and topo.score_channels:
+            raise ConfigError(
+                f"expected preserve_bones: false for topology {topo.name!r} (its score channels are "
+                f"not coordinates; bone restoration there is not supported), got true in {src} field 'preserve_bones'"
+            )
         v = topo.num_joints
         if self.joints is not None:
             js = self.joints
@@ -266,10 +271,16 @@ class ThreatModel:
         self.topology_obj.check_tensor(x, field_name)
 
     def allowed_mask(self, x: Tensor) -> Tensor:
-        """(N, 1, T, V, M) bool: True where a coordinate may move (present & joint & frame masks)."""
+        """(N, 1, T, V, M) bool: True where a coordinate may move (present & joint & frame masks);
+        (N, 3, T, V, M) when the topology has score channels, which never move."""
         self._validate(x)
         _, _, t, v, _ = x.shape
         mask = presence_mask(x)  # (N, 1, T, 1, M)
+        scores = self.topology_obj.score_channels
+        if scores:
+            cm = torch.ones(3, dtype=torch.bool, device=x.device)
+            cm[list(scores)] = False
+            mask = mask & cm.view(1, 3, 1, 1, 1)
         if self.joints is not None:
             jm = torch.zeros(v, dtype=torch.bool, device=x.device)
             jm[list(self.joints)] = True
@@ -343,7 +354,7 @@ class ThreatModel:
 
         Independent of :meth:`project`: measures shape, dtype, finiteness, the norm (float64, exact
         difference of the stored values), padding/absent bodies (must be exactly 0), joint/frame
-        masks (exactly unchanged) and bone lengths (when ``preserve_bones``).
+        masks and score channels (exactly unchanged) and bone lengths (when ``preserve_bones``).
         """
         self._validate(x)
         if not torch.isfinite(x).all():
@@ -405,6 +416,16 @@ class ThreatModel:
             if bad.any():
                 size = float(torch.where(bad, diff, torch.zeros_like(diff)).max())
                 out.append(Violation("frame_mask", size, 0.0, int(bad.reshape(n, -1).any(1).sum())))
+        scores = self.topology_obj.score_channels
+        if scores:  # a confidence score is data, not a coordinate: it must not change
+            cm = torch.zeros(3, dtype=torch.bool, device=x.device)
+            cm[list(scores)] = True
+            bad = changed & cm.view(1, 3, 1, 1, 1)
+            if bad.any():
+                size = float(torch.where(bad, diff, torch.zeros_like(diff)).max())
+                out.append(
+                    Violation("score_channel", size, 0.0, int(bad.reshape(n, -1).any(1).sum()))
+                )
         norms = self._norms(xd, ad)
         over = norms > self._norm_limit()
         if over.any():

@@ -120,7 +120,7 @@ def stats(path: str) -> None:
         click.echo(line)
 
 
-IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl", "hdm05-arrays", "folder")
+IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl", "hdm05-arrays", "folder", "kinetics")
 
 
 @data_group.command("import")
@@ -185,7 +185,8 @@ def import_cmd(
     NTU60_CS.npz-style arrays: one file, its own train/test), pyskl (a 3-D annotation pickle, read
     without executing code; --split picks its protocol), hdm05-arrays (BEAT/TASAR classTrain.npz /
     classTest.npz), folder (a folder of per-clip .npy/.csv arrays with --labels CSV and --topology
-    JSON). Conventions in the README."""
+    JSON), kinetics (Kinetics-skeleton / OpenPose JSON files or folders: x, y and a confidence score
+    that no attack may change). Conventions in the README."""
     import time
     from pathlib import Path
 
@@ -219,6 +220,19 @@ def import_cmd(
             name=name or "ntu",
             progress=None if quiet else lambda it: tqdm(it, desc="import", unit="file"),
         )
+    elif fmt == "kinetics":
+        given = [k for k, v in {"--bodies": bodies != "motion", "--missing": missing is not None,
+                                "--split": split != "xsub"}.items() if v]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"expected no {given[0]} for format 'kinetics' (its files fix that), got one in option '{given[0]}'"
+            )
+        from robench.data.formats.kinetics import import_kinetics
+
+        ds = import_kinetics(
+            paths, frames, truncate, name or "kinetics",
+            progress=None if quiet else lambda it: tqdm(it, desc="import", unit="file"),
+        )  # fmt: skip
     else:
         most = 2 if fmt == "hdm05-arrays" else 1
         if not 1 <= len(paths) <= most:

@@ -3,10 +3,15 @@
 A :class:`Topology` names the joints, fixes a kinematic tree (``parents``, root has -1) and a centre
 joint (used by ST-GCN's spatial partition). Built-ins: ``ntu25`` (Kinect v2, the 1-based NTU RGB+D
 edge list of Shahroudy et al., CVPR 2016, centre joint 21), ``openpose18`` (Kinetics/OpenPose,
-centre = neck) and ``hdm05-25`` (HDM05 as prepared by BEAT, root 10). User topologies load from a
-small JSON file::
+centre = neck), ``openpose18-score`` (the same joints as 2-D coordinates plus a confidence score
+in channel 2, the Kinetics-skeleton layout) and ``hdm05-25`` (HDM05 as prepared by BEAT, root 10).
+User topologies load from a small JSON file::
 
     {"name": "mine", "joint_names": ["a", "b", "c"], "parents": [-1, 0, 1], "center": 0}
+
+``score_channels`` (optional, e.g. ``[2]``) names channels that are not coordinates: no threat model
+moves them (:meth:`robench.threat.ThreatModel.allowed_mask` excludes them and ``check`` reports any
+change), and bone lengths are taken over the coordinate channels only.
 
 Tensors follow robench's layout: ``x`` is (N, 3, T, V, M); frames/bodies that are all zero are
 padding.
@@ -14,6 +19,7 @@ padding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from dataclasses import dataclass
@@ -35,8 +41,14 @@ class Topology:
     joint_names: tuple[str, ...]
     parents: tuple[int, ...]
     center: int
+    score_channels: tuple[int, ...] = ()  # channels that are not coordinates (e.g. a confidence)
 
     def __post_init__(self) -> None:
+        if any(not 0 <= c < 3 for c in self.score_channels) or len(set(self.score_channels)) > 2:
+            raise ConfigError(
+                f"expected score channels among 0, 1, 2 (at least one coordinate left), got "
+                f"{list(self.score_channels)} in topology {self.name!r} field 'score_channels'"
+            )
         v = len(self.joint_names)
         if v < 2:
             raise ConfigError(f"expected at least 2 joints, got {v} in topology {self.name!r}")
@@ -179,21 +191,32 @@ class Topology:
         )
         return x - x.index_select(3, parent)
 
+    @property
+    def coordinate_channels(self) -> tuple[int, ...]:
+        """The channels that are coordinates (all three unless :attr:`score_channels` says)."""
+        return tuple(c for c in range(3) if c not in self.score_channels)
+
     def bone_lengths(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T, V, M) -> (N, T, B, M) lengths of the B = V-1 bones (order of :attr:`bones`)."""
+        """(N, 3, T, V, M) -> (N, T, B, M) lengths of the B = V-1 bones (order of :attr:`bones`),
+        over the coordinate channels only."""
         child = torch.tensor([c for c, _ in self.bones], device=x.device)
         parent = torch.tensor([p for _, p in self.bones], device=x.device)
         vec = x.index_select(3, child) - x.index_select(3, parent)
+        if self.score_channels:
+            vec = vec.index_select(1, torch.tensor(self.coordinate_channels, device=x.device))
         return vec.norm(dim=1)
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict:
-        return {
+        d = {
             "name": self.name,
             "joint_names": list(self.joint_names),
             "parents": list(self.parents),
             "center": self.center,
         }
+        if self.score_channels:  # only when set: every other topology's JSON (and hash) unchanged
+            d["score_channels"] = list(self.score_channels)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -209,6 +232,7 @@ class Topology:
                 joint_names=tuple(str(n) for n in d["joint_names"]),
                 parents=tuple(int(p) for p in d["parents"]),
                 center=int(d["center"]),
+                score_channels=tuple(int(c) for c in d.get("score_channels", ())),
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(
@@ -315,6 +339,10 @@ BUILTIN_TOPOLOGIES: dict[str, Topology] = {
     ),
     "hdm05-25": Topology("hdm05-25", HDM05_NAMES, HDM05_PARENTS, center=10),
 }
+# OpenPose-18 as 2-D joints plus a confidence score in channel 2 (Kinetics-skeleton, ST-GCN's layout)
+BUILTIN_TOPOLOGIES["openpose18-score"] = dataclasses.replace(
+    BUILTIN_TOPOLOGIES["openpose18"], name="openpose18-score", score_channels=(2,)
+)
 
 
 def get_topology(name_or_path: str | Topology) -> Topology:
