@@ -375,3 +375,70 @@ def presence_mask(x: torch.Tensor) -> torch.Tensor:
     person) and must stay zero under every transform and attack.
     """
     return (x != 0).any(dim=1, keepdim=True).any(dim=3, keepdim=True)
+
+
+_DIR_EPS = 1e-12  # a bone direction shorter than this (data units) is treated as undefined
+
+
+def _norm3(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over the coordinate axis (dim 1), keepdim; faster than vector_norm here."""
+    return (v * v).sum(1, keepdim=True).sqrt()
+
+
+def restore_bones(
+    topo: Topology, x: torch.Tensor, y: torch.Tensor, allowed: torch.Tensor, eps: float | None
+) -> torch.Tensor:
+    """Restore clean bone lengths of ``y`` by walking the tree from the root (CIASA's SSR).
+
+    For each joint j in breadth-first order with parent p (already placed):
+    ``y_j <- y_p + ℓ_j · u`` with ℓ_j the clean length of bone (j, p) and, as in SSR,
+    ``u = (y_j - y_p)/‖y_j - y_p‖``, applied only where j may move (``allowed``). A vanishing
+    direction falls back to the clean direction; a zero clean length puts j on its parent.
+
+    Departure from SSR (``eps`` given: the linf box): when that point leaves j's box ``|y_j - x_j| <= eps``, ``u``
+    is moved along the great circle towards the clean direction ``c_j`` (bisection on
+    ``normalize((1-t)·u + t·c_j)``, 20 steps) to the first point inside the box. ``t = 1`` gives
+    ``y_p + ℓ_j·c_j = x_j + (y_p - x_p)``, inside the box whenever the parent is, so one walk
+    satisfies bones and ball together instead of stalling in alternating projections.
+    Batched over N, T, M; the only loop is over the V joints.
+    """
+    y = y.clone()
+    for j in topo.order:
+        p = topo.parents[j]
+        if p == -1:
+            continue
+        yp, xj = y[:, :, :, p], x[:, :, :, j]
+        vec = y[:, :, :, j] - yp  # (N, 3, T, M)
+        nrm = _norm3(vec)
+        cvec = xj - x[:, :, :, p]
+        length = _norm3(cvec)
+        cunit = torch.where(
+            length > _DIR_EPS, cvec / length.clamp_min(_DIR_EPS), torch.zeros_like(cvec)
+        )
+        unit = torch.where(nrm > _DIR_EPS, vec / nrm.clamp_min(_DIR_EPS), cunit)
+        new = yp + length * unit
+        move = allowed[:, :, :, j]  # (N, 1, T, M)
+        if eps is not None:
+
+            def inside(q: torch.Tensor, xj: torch.Tensor = xj) -> torch.Tensor:
+                return ((q - xj).abs() <= eps).all(1, keepdim=True)
+
+            out_box = move & ~inside(new)
+            if bool(out_box.any()):
+                lo = torch.zeros_like(length)
+                hi = torch.ones_like(length)
+                for _ in range(20):
+                    mid = (lo + hi) / 2
+                    u = (1 - mid) * unit + mid * cunit
+                    un = _norm3(u)
+                    u = torch.where(un > 1e-6, u / un.clamp_min(1e-6), cunit)
+                    ok = inside(yp + length * u)
+                    hi = torch.where(ok, mid, hi)
+                    lo = torch.where(ok, lo, mid)
+                u = (1 - hi) * unit + hi * cunit
+                un = _norm3(u)
+                u = torch.where(un > 1e-6, u / un.clamp_min(1e-6), cunit)
+                new = torch.where(out_box, yp + length * u, new)
+            new = torch.minimum(torch.maximum(new, xj - eps), xj + eps)  # float rounding only
+        y[:, :, :, j] = torch.where(move, new, y[:, :, :, j])
+    return y
