@@ -15,7 +15,7 @@ Per cell:
    ``Transfer([surrogate], train_x, train_y)`` with the training split, ``Query(QueryOracle(victim,
    budget))``, or ``NoBox(clips, manifold, attack_set)`` — the attacker's own unlabelled clips, its
    motion manifold and the unlabelled clips under attack, after :mod:`robench.run.nobox` has
-   proved the manifold never saw the benchmark's data (a leaking cell is refused);
+   checked the manifold's recorded data against the benchmark's (a leaking cell is refused);
 3. the attack runs through ``Attack.__call__`` (threat check, input-mutation check); a
    :class:`~robench.errors.RobenchError` (e.g. ThreatViolation) marks the cell ``invalid`` with the
    reason, any other exception ``error`` with its message, and the run continues;
