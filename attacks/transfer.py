@@ -58,6 +58,28 @@ def _step(cfg: Any, threat: Any) -> float:
     return cfg.alpha_factor * threat.eps / cfg.steps
 
 
+def _surrogate_iterate(
+    cfg: Any, access: Any, x: Tensor, y: Tensor, threat: Any, target: Tensor | None,
+    decay: float, smi: bool = False,
+) -> Tensor:  # fmt: skip
+    """I-FGSM (``decay = 0``) / MI-FGSM on the fused surrogates' objective gradient; with ``smi``
+    the masked gradient goes through the SMI transform of a motion model fitted on the clean
+    clip and is accumulated unnormalised (``m ← μ·m + g̃``)."""
+    models = _surrogates(access)
+    tgt = target if cfg.targeted else None
+    grad = lambda z, _t: ops.objective_gradient(models, z, y, tgt)  # noqa: E731
+    if smi:
+        from robench.ops.motion import fit_tvar
+
+        allowed = threat.allowed_mask(x)
+        fit = fit_tvar(x, bandwidth_frac=cfg.bandwidth_frac)
+        plain = grad
+        grad = lambda z, t: fit.motion_gradient(plain(z, t) * allowed)  # noqa: E731
+    return ops.momentum_iterate(
+        x, threat, grad, cfg.steps, _step(cfg, threat), decay, normalize=not smi
+    )
+
+
 # ============================================================================ I-FGSM
 @dataclass(frozen=True)
 class IFGSMConfig(AttackConfig):
@@ -99,16 +121,7 @@ class TransferIFGSM(Attack):
         generator: torch.Generator,
         target: Tensor | None,
     ) -> Tensor:
-        models = _surrogates(access)
-        tgt = target if self.config.targeted else None
-        return ops.momentum_iterate(
-            x,
-            threat,
-            lambda z, _t: ops.objective_gradient(models, z, y, tgt),
-            self.config.steps,
-            _step(self.config, threat),
-            decay=0.0,
-        )
+        return _surrogate_iterate(self.config, access, x, y, threat, target, 0.0)
 
 
 # ============================================================================ MI-FGSM
@@ -152,16 +165,7 @@ class TransferMIFGSM(Attack):
         generator: torch.Generator,
         target: Tensor | None,
     ) -> Tensor:
-        models = _surrogates(access)
-        tgt = target if self.config.targeted else None
-        return ops.momentum_iterate(
-            x,
-            threat,
-            lambda z, _t: ops.objective_gradient(models, z, y, tgt),
-            self.config.steps,
-            _step(self.config, threat),
-            self.config.decay,
-        )
+        return _surrogate_iterate(self.config, access, x, y, threat, target, self.config.decay)
 
 
 # ============================================================================ SMI transfer
@@ -202,20 +206,8 @@ class _SMITransfer(Attack):
         generator: torch.Generator,
         target: Tensor | None,
     ) -> Tensor:
-        from robench.ops.motion import fit_tvar
-
-        models = _surrogates(access)
-        tgt = target if self.config.targeted else None
-        allowed = threat.allowed_mask(x)
-        fit = fit_tvar(x, bandwidth_frac=self.config.bandwidth_frac)
-
-        def grad(z: Tensor, _t: int) -> Tensor:
-            return fit.motion_gradient(ops.objective_gradient(models, z, y, tgt) * allowed)
-
         decay = self.config.decay if self.momentum else 0.0
-        return ops.momentum_iterate(
-            x, threat, grad, self.config.steps, _step(self.config, threat), decay, normalize=False
-        )
+        return _surrogate_iterate(self.config, access, x, y, threat, target, decay, smi=True)
 
 
 @register_attack("transfer-smi-ifgsm")
