@@ -17,6 +17,7 @@ from robench.errors import ConfigError
 from robench.ops.posterior import head_logits, init_heads
 from robench.run.benchmark import load_benchmark
 from robench.run.executor import run_benchmark
+from robench.victim import build_victim
 
 NTU = BUILTIN_TOPOLOGIES["ntu25"]
 FAST = {"epochs": 1, "sgld_steps": 1, "heads": 2, "inner_steps": 2}
@@ -246,3 +247,27 @@ def test_the_samplers_climb_the_density_of_x_and_of_label_keeping_perturbations(
         assert torch.allclose(e_neg, ens(z_neg).logsumexp(1), atol=1e-5)
         want = beat.tilde_log_density(ens(z_tilde), yb, xb, z_tilde, 3.0, NTU)
         assert torch.allclose(e_tilde, want, atol=1e-5)
+
+
+def test_defend_command_post_trains_beat_heads_into_the_cache(tmp_path, capsys, monkeypatch):
+    """``robench defend VICTIM beat`` writes no checkpoint; a benchmark-style call with the same
+    params then loads the cached heads without training."""
+    from robench.cli import main
+    from robench.ops.artifacts import clear_memory_cache
+    from robench.zoo.checkpoint import load_victim, save_victim
+
+    data = make_tiny_set(n=24)
+    npz = tmp_path / "tiny.npz"
+    data.save(npz)
+    save_victim(build_victim("stgcn", num_classes=3, width=4, depth=1).eval(), tmp_path / "base")
+    argv = ["defend", str(tmp_path / "base.pt"), "beat", "--dataset", str(npz), "-q",
+            *[a for k, v in FAST.items() for a in ("--param", f"{k}={v}")],
+            "-o", str(tmp_path / "out" / "b")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "heads cached" in out and "clean accuracy" in out
+    assert not (tmp_path / "out" / "b.pt").exists()
+    clear_memory_cache()
+    monkeypatch.setattr(beat, "train_heads", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    victim = load_victim(tmp_path / "base.pt")
+    create_defense("beat", **FAST)(victim, data.x[:4], data.get_split("train"))

@@ -570,3 +570,26 @@ def test_the_shipped_manifold_is_listed_verified_and_disjoint_from_its_world(cap
     check_disjoint(meta, world.x, world.name, {})
     nobox = generate_nobox(0, n=2000, world="synth-ntu60")
     assert nobox.fingerprint() == meta["dataset_sha256"]
+
+
+def test_prepare_smi_writes_a_verified_manifold_with_its_record(tmp_path, capsys):
+    from robench.cli import main
+    from robench.manifold import load_manifold
+
+    argv = ["prepare", "smi", "--world", "synth-ntu25", "--clips", "32", "-q", "-o",
+            str(tmp_path / "m"), *[a for kv in ("epochs=1", "queue=8", "batch_size=16", "dim=8",
+                                                "width=4", "depth=1", "gru_hidden=4")
+                                   for a in ("--set", kv)]]  # fmt: skip
+    assert main(argv) == 0
+    assert "k-NN accuracy" in capsys.readouterr().out
+    enc, meta = load_manifold(str(tmp_path / "m.pt"))
+    nobox = generate_nobox(0, n=32, world="synth-ntu25")
+    assert (
+        meta["clip_sha256"] == clip_sha256(nobox.x)
+        and meta["dataset_sha256"] == nobox.fingerprint()
+    )
+    assert meta["clips"] == 32 and meta["world"] == "synth-ntu25" and meta["pretrain"]["queue"] == 8
+    assert 0 <= meta["knn_accuracy"] <= 1 and "--clips 32" in meta["command"]
+    world = open_dataset("synth-ntu25")
+    check_disjoint(meta, world.x, world.name, {})
+    assert main(["prepare", "smi", "--set", "queue=-1", "-o", str(tmp_path / "x")]) == 2
