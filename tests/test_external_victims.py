@@ -128,3 +128,17 @@ def test_robench_attack_takes_an_external_source(models, capsys):
     assert "fgsm" in capsys.readouterr().out
     assert main(["attack", src, "fgsm", "--n", "4", "-q"]) == 2
     assert "expected --dataset for an external model" in capsys.readouterr().err
+
+
+def test_a_state_dict_that_does_not_fit_the_factory_is_refused(models, tmp_path):
+    d, m = models
+    state = {k: v for k, v in m.state_dict().items() if not k.startswith("net.2")}  # a key short
+    torch.save(state, tmp_path / "short.pt")
+    src = external_source("module", str(tmp_path / "short.pt"), sha256_file(tmp_path / "short.pt"),
+                          "test_external_victims:make_small")  # fmt: skip
+    with pytest.raises(CheckpointError, match="state dict of"):
+        create_victim(src)
+    bad = external_source("module", str(d / "small.pt"), sha256_file(d / "small.pt"),
+                          "test_external_victims:no_such_factory")  # fmt: skip
+    with pytest.raises(ConfigError, match="importable factory"):
+        create_victim(bad)
