@@ -31,6 +31,8 @@ from torch import Tensor
 
 from robench.data.skeleton import (
     BUILTIN_TOPOLOGIES,
+    METRES_PER_UNIT,
+    UNITS,
     Topology,
     get_topology,
     presence_mask,
@@ -39,9 +41,7 @@ from robench.data.skeleton import (
 from robench.errors import ConfigError, DataError, UnknownNameError
 
 NORMS = ("linf", "l2")
-UNITS = ("m", "cm", "mm", "normalized")
-_METRES_PER_UNIT = {"m": 1.0, "cm": 0.01, "mm": 0.001}
-_UNIT_SUFFIX = {"m": "m", "cm": "cm", "mm": "mm", "normalized": "u"}
+_UNIT_SUFFIX = {"m": "m", "cm": "cm", "mm": "mm", "px": "px", "normalized": "u"}
 REL_TOL = 1e-6  # relative slack of check() on the norm bound
 ABS_TOL = 1e-9  # absolute slack of check() on the norm bound
 MAX_ROUNDS = 50  # alternating projection rounds before the bisection fallback
@@ -191,9 +191,9 @@ class ThreatModel:
     @property
     def eps_cm(self) -> float | None:
         """``eps`` in centimetres when the unit is metric (m, cm, mm), else None."""
-        if self.unit not in _METRES_PER_UNIT:
+        if self.unit not in METRES_PER_UNIT:
             return None
-        return self.eps * _METRES_PER_UNIT[self.unit] * 100.0
+        return self.eps * METRES_PER_UNIT[self.unit] * 100.0
 
     @property
     def name(self) -> str:

@@ -90,3 +90,25 @@ def test_nan_tensor_rejected(tiny_set):
 def test_open_dataset_unknown_name():
     with pytest.raises(DataError, match="synth-ntu25"):
         open_dataset("synth-ntu52")
+
+
+@pytest.mark.parametrize("unit,scale", [("m", 1.0), ("cm", 100.0), ("px", 640.0)])
+def test_data_stats_reports_bones_and_speeds_in_the_sets_unit(tmp_path, capsys, unit, scale):
+    from robench.cli import main
+    from robench.data.skeleton import Topology
+
+    topo = Topology("chain3", ("a", "b", "c"), (-1, 0, 1), 0)
+    x = torch.zeros(2, 3, 8, 3, 1)
+    for t in range(8):  # bones 0.3 and 0.5, every joint moving 0.02 per frame
+        pts = torch.tensor([[1.0, 0, 0], [1.0, 0.3, 0], [1.0, 0.3, 0.5]]) + 0.02 * t
+        x[:, :, t, :, 0] = pts.T
+    ds = SkeletonSet(
+        x=x * scale, y=torch.tensor([0, 1]), ids=("a", "b"), class_names=("p", "q"),
+        topology=topo, unit=unit, name="chain",
+    )  # fmt: skip
+    path = ds.save(tmp_path / "c.npz")
+    assert main(["data", "stats", str(path)]) == 0
+    out = capsys.readouterr().out
+    speed = 0.02 * 3**0.5 * scale
+    assert f"bone lengths ({unit}): median {0.4 * scale:.4g}, 5-95% [{0.3 * scale:.4g}" in out
+    assert f"joint speed ({unit} per frame): median {speed:.4g}" in out

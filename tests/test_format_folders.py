@@ -136,7 +136,7 @@ def _bad_label_rows(p):
             ),
             "split for every clip or none, got none at line 3",
         ),
-        (lambda p: np.save(p / "clips" / "walk_01.npy", np.zeros((4, 5, 4))), "C = 3 coordinate"),
+        (lambda p: np.save(p / "clips" / "walk_01.npy", np.zeros((4, 5, 4))), "C = 3 channels"),
         (lambda p: np.save(p / "clips" / "walk_01.npy", np.zeros((4, 6, 3))), "expected 5 joints"),
         (lambda p: (p / "clips" / "walk_02.csv").write_text("1,2,3\n"), "at line 1 of"),
         (

@@ -13,6 +13,7 @@ from robench.data.formats.ntu_skeleton import (
     parse_name,
     read_skeleton,
     select_bodies,
+    write_skeleton,
 )
 from robench.errors import DataError
 
@@ -178,3 +179,38 @@ def test_a_setup_above_17_makes_the_set_ntu120(tmp_path):
     write_clip(d / "S018C001P045R001A001.skeleton", [[("1", coords(t, 0.01))] for t in range(14)])
     ds = import_ntu([d], num_frames=16)
     assert ds.num_classes == 120 and ds.split == ("train",)  # performer 45 trains in NTU-120 only
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_write_skeleton_reads_back_the_same_bodies(folder, tmp_path, crlf):
+    bodies = read_skeleton(folder / "S002C002P003R002A050.skeleton")
+    out = write_skeleton(tmp_path / "S002C002P003R002A050.skeleton", bodies, crlf=crlf)
+    assert (b"\r\n" in out.read_bytes()) == crlf
+    again = read_skeleton(out)
+    assert list(again) == list(bodies)  # body ids in order of appearance
+    for bid, a in bodies.items():
+        assert np.array_equal(np.isnan(again[bid]), np.isnan(a))  # absent frames stay absent
+        assert np.allclose(np.nan_to_num(again[bid]), np.nan_to_num(a), atol=1e-6)
+
+
+def test_bench_ntu_import_times_the_reader_on_real_layout_files(monkeypatch):
+    from robench.data.formats import ntu_skeleton
+    from robench.run import bench
+
+    seen = []
+    real = ntu_skeleton.import_ntu
+
+    def spy(paths, **kw):
+        ds = real(paths, **kw)
+        seen.append(ds)
+        return ds
+
+    monkeypatch.setattr(ntu_skeleton, "import_ntu", spy)
+    out = bench.BENCHMARKS["ntu-import"](n=4, frames=20, repeats=1)
+    (ds,) = seen
+    assert len(ds) == 4 and ds.x.shape[2] == 300  # read as NTU: padded to 300 frames
+    assert (ds.x[:, :, :, :, 1] != 0).any(1).any(1).any(1).tolist() == [False, True, False, True]
+    assert (
+        out["ratio"] == pytest.approx(4 / out["seconds"])
+        and "4 files of 20 frames" in out["detail"]
+    )

@@ -9,6 +9,7 @@ from robench.data.skeleton import (
     NTU25_EDGES,
     Topology,
     get_topology,
+    motion_stats,
     presence_mask,
 )
 from robench.errors import ConfigError, UnknownNameError
@@ -77,3 +78,46 @@ def test_presence_mask():
     m = presence_mask(x)
     assert m.shape == (2, 1, 4, 1, 2)
     assert int(m.sum()) == 1 and bool(m[0, 0, 1, 0, 0])
+
+
+def _chain_clips(score: bool = False) -> tuple[Topology, torch.Tensor]:
+    """One clip: a 4-joint chain with bones 0.3, 0.4, 0.5 (data units) translating by 0.01 per
+    frame along x; frame 5 and frames 10.. are padding, the second body is absent. With ``score``
+    channel 2 is a wildly varying confidence, the chain lying in the x-y plane."""
+    topo = Topology(
+        "chain4", ("a", "b", "c", "d"), (-1, 0, 1, 2), 0, score_channels=(2,) if score else ()
+    )
+    rest = torch.tensor([[1.0, 0, 0], [1.0, 0.3, 0], [1.0, 0.7, 0], [1.5, 0.7, 0]])
+    if not score:
+        rest = torch.tensor([[1.0, 0, 0], [1.0, 0.3, 0], [1.0, 0.3, 0.4], [1.0, 0.8, 0.4]])
+    x = torch.zeros(1, 3, 16, 4, 2)
+    for t in range(10):
+        if t == 5:
+            continue
+        pos = rest + torch.tensor([0.01 * t, 0, 0])
+        if score:
+            pos[:, 2] = torch.rand(4) * 5
+        x[0, :, t, :, 0] = pos.T
+    return topo, x
+
+
+@pytest.mark.parametrize("score", [False, True])
+def test_motion_stats_pool_present_slots_in_data_units(score):
+    topo, x = _chain_clips(score)
+    ms = motion_stats(topo, x)
+    assert ms["slots"] == 9  # absent second body and padding frames are not slots
+    assert ms["bone_median"] == pytest.approx(0.4, abs=1e-6)
+    assert ms["bone_p05"] == pytest.approx(0.3, abs=1e-6)  # absent bodies would give 0
+    assert ms["bone_p95"] == pytest.approx(0.5, abs=1e-6)
+    # only steps between two present frames: across the gap at frame 5 a step is ~1 unit
+    assert ms["speed_median"] == pytest.approx(0.01, abs=1e-6)
+    assert ms["speed_p90"] == pytest.approx(0.01, abs=1e-6)  # scores never count as motion
+    scaled = motion_stats(topo, x * 100)
+    assert scaled["bone_median"] == pytest.approx(40, rel=1e-5)
+    assert scaled["speed_median"] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_motion_stats_of_nothing_are_nan():
+    topo, x = _chain_clips()
+    ms = motion_stats(topo, torch.zeros_like(x))
+    assert ms["slots"] == 0 and np.isnan(ms["bone_median"]) and np.isnan(ms["speed_p90"])

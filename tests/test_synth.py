@@ -144,26 +144,6 @@ def test_realism_stats_reject_other_topologies_and_units(tiny):
         synth.realism_stats(replace(tiny, topology=hdm))
 
 
-def test_centroid_baseline_hand_made():
-    """Static poses of two classes are separated perfectly; a translation of a clip changes nothing."""
-    topo = BUILTIN_TOPOLOGIES["ntu25"]
-    g = torch.Generator().manual_seed(0)
-    pose = torch.randn(2, 3, 1, 25, 1, generator=g)
-    x = torch.zeros(8, 3, 6, 25, 2)
-    y = torch.tensor([0, 1] * 4)
-    x[..., :1] = pose[y] + 0.01 * torch.randn(8, 3, 6, 25, 1, generator=g)
-    x[::2, :, 4:] = 0  # padding must not count
-    far = torch.tensor([5.0, -2.0, 1.0])[:, None, None, None]
-    x[1, :, :, :, :1] += far  # a far-away translated clip
-    ds = SkeletonSet(x=x, y=y, ids=tuple(map(str, range(8))), class_names=("a", "b"), topology=topo)
-    assert synth.centroid_baseline(ds, ds) == 1.0
-
-
-def test_centroid_baseline_far_below_chance_of_temporal_classes(medium):
-    acc = synth.centroid_baseline(medium.get_split("train"), medium.get_split("test"))
-    assert 1 / medium.num_classes < acc < 0.6
-
-
 def test_save_load_round_trip(tiny, tmp_path):
     path = tiny.save(tmp_path / "synth.npz")
     back = SkeletonSet.load(path)

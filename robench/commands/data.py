@@ -8,8 +8,8 @@ import click
 import torch
 
 from robench.commands.options import out_option, quiet_option
-from robench.data.dataset import METRES_PER_UNIT, SkeletonSet
-from robench.data.skeleton import presence_mask
+from robench.data.dataset import METRES_PER_UNIT, UNITS, SkeletonSet
+from robench.data.skeleton import motion_stats, presence_mask
 from robench.errors import ConfigError, UnknownNameError
 from robench.registry import suggest
 
@@ -38,6 +38,12 @@ def describe(ds: SkeletonSet) -> list[str]:
         lines.append(
             f"valid frames: min {int(lengths.min())}, median {int(lengths.median())}, max {int(lengths.max())} of {t}; "
             f"clips with a second body: {float(pres[..., 1:].any(-1).any(-1).double().mean()) if m > 1 else 0.0:.3f}"
+        )
+        ms = motion_stats(ds.topology, ds.x)
+        lines.append(
+            f"bone lengths ({ds.unit}): median {ms['bone_median']:.4g}, 5-95% "
+            f"[{ms['bone_p05']:.4g}, {ms['bone_p95']:.4g}]; joint speed ({ds.unit} per frame): "
+            f"median {ms['speed_median']:.4g}, 90% {ms['speed_p90']:.4g}"
         )
     return lines
 
@@ -120,6 +126,37 @@ def stats(path: str) -> None:
         click.echo(line)
 
 
+@data_group.command("baseline")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--train", "train_split", default="train", show_default=True, help="fit split")
+@click.option("--test", "test_split", default="test", show_default=True, help="scored split")
+@click.option("--frames", type=int, default=16, show_default=True, help="sequence feature length")
+def baseline(path: str, train_split: str, test_split: str, frames: int) -> None:
+    """Nearest-centroid accuracies on the robench .npz at PATH: the floor a trained victim must beat
+    (time-averaged pose, and the pose sequence resampled to --frames frames; robench.data.baseline)."""
+    from robench.data.baseline import centroid_baseline
+    from robench.run.metrics import wilson_interval
+
+    ds = SkeletonSet.load(path)
+    train, test = ds.get_split(train_split), ds.get_split(test_split)
+    n = len(test)
+    click.echo(
+        f"{ds.name}: fit on {len(train)} {train_split} clips, scored on {n} {test_split} clips"
+    )
+    for kind, what in (
+        ("pose", "time-averaged pose"),
+        ("sequence", f"{frames}-frame pose sequence"),
+    ):
+        acc = centroid_baseline(train, test, kind, frames)
+        lo, hi = wilson_interval(round(acc * n), n)
+        click.echo(f"nearest centroid, {what}: {100 * acc:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
+    major = int(torch.bincount(train.y, minlength=ds.num_classes).argmax())
+    click.echo(
+        f"chance {100 / ds.num_classes:.1f}%, majority class of {train_split} "
+        f"({ds.class_names[major]}) {100 * float((test.y == major).double().mean()):.1f}%"
+    )
+
+
 IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl", "hdm05-arrays", "folder", "kinetics")
 
 
@@ -159,7 +196,7 @@ IMPORTERS = ("ntu-skeleton", "ctrgcn-npz", "pyskl", "hdm05-arrays", "folder", "k
 )
 @click.option(
     "--unit",
-    type=click.Choice(["m", "cm", "mm", "normalized"]),
+    type=click.Choice(list(UNITS)),
     default=None,
     help="folder: the coordinates' unit (default m)",
 )

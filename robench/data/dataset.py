@@ -10,7 +10,7 @@ npz keys (format version 1):
 ``subject``    int64 (N,) performer id (cross-subject splits never share one); -1 if unknown
 ``class_names``str (K,)
 ``topology``   str: a built-in topology name or the topology as JSON
-``unit``       str: ``m`` (metres), ``cm``, ``mm`` or ``normalized``
+``unit``       str: ``m`` (metres), ``cm``, ``mm``, ``px`` (pixels) or ``normalized``
 ``name``       str: data set name, e.g. ``synth-ntu25``
 ``format``     str: ``robench.skeletonset/1``
 =============  ==============================================================================
@@ -27,13 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robench.data.skeleton import BUILTIN_TOPOLOGIES, Topology, get_topology
+from robench.data.skeleton import (  # noqa: F401  (METRES_PER_UNIT: re-exported)
+    BUILTIN_TOPOLOGIES,
+    METRES_PER_UNIT,
+    UNITS,
+    Topology,
+    get_topology,
+)
 from robench.errors import DataError
 from robench.io import atomic_write
 
 FORMAT = "robench.skeletonset/1"
-UNITS = ("m", "cm", "mm", "normalized")
-METRES_PER_UNIT = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 
 
 @dataclass(frozen=True, eq=False)

@@ -32,6 +32,11 @@ import torch
 from robench.errors import ConfigError, DataError, UnknownNameError
 from robench.registry import suggest
 
+UNITS = ("m", "cm", "mm", "px", "normalized")
+"""The coordinate units a set or a threat model declares: metric, image pixels, or normalised
+(unitless, e.g. OpenPose coordinates divided by the frame size)."""
+METRES_PER_UNIT = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -375,6 +380,40 @@ def presence_mask(x: torch.Tensor) -> torch.Tensor:
     person) and must stay zero under every transform and attack.
     """
     return (x != 0).any(dim=1, keepdim=True).any(dim=3, keepdim=True)
+
+
+def motion_stats(topo: Topology, x: torch.Tensor, chunk: int = 256) -> dict[str, float]:
+    """Bone lengths and joint speeds of (N, 3, T, V, M) clips, in the clips' own unit.
+
+    Bone lengths (coordinate channels only) pool every bone of every present (frame, body) slot;
+    speeds ``||x_{t+1} - x_t||`` per frame pool every joint of every body present in both frames.
+    Keys: ``bone_median``, ``bone_p05``, ``bone_p95``, ``speed_median``, ``speed_p90`` (NaN when
+    nothing is present) and ``slots`` (present (frame, body) slots).
+    """
+    coords = torch.tensor(topo.coordinate_channels)
+    bones, speeds, slots = [], [], 0
+    for i in range(0, x.shape[0], chunk):
+        xc = x[i : i + chunk]
+        pres = presence_mask(xc)[:, 0, :, 0, :]  # (n, T, M)
+        slots += int(pres.sum())
+        if topo.bones:
+            bones.append(topo.bone_lengths(xc).permute(0, 1, 3, 2)[pres].flatten())
+        both = pres[:, 1:] & pres[:, :-1]
+        step = xc.index_select(1, coords).diff(dim=2).norm(dim=1)  # (n, T-1, V, M)
+        speeds.append(step.permute(0, 1, 3, 2)[both].flatten())
+
+    def q(parts: list[torch.Tensor], p: float) -> float:
+        v = torch.cat(parts).double() if parts else torch.zeros(0, dtype=torch.float64)
+        return float(torch.quantile(v, p)) if len(v) else float("nan")
+
+    return {
+        "bone_median": q(bones, 0.5),
+        "bone_p05": q(bones, 0.05),
+        "bone_p95": q(bones, 0.95),
+        "speed_median": q(speeds, 0.5),
+        "speed_p90": q(speeds, 0.9),
+        "slots": float(slots),
+    }
 
 
 _DIR_EPS = 1e-12  # a bone direction shorter than this (data units) is treated as undefined

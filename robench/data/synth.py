@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from robench.data.dataset import METRES_PER_UNIT, SkeletonSet
-from robench.data.skeleton import BUILTIN_TOPOLOGIES, presence_mask
+from robench.data.skeleton import BUILTIN_TOPOLOGIES
 from robench.data.synth_motion import (
     ACTIONS,
     DISTAL,
@@ -450,40 +450,3 @@ def realism_failures(stats: dict[str, float], world: str | None = None) -> list[
                 f"{key} = {v:.4g} outside [{lo:.4g}, {hi:.4g}] (target {REALISM_TARGETS[key]:.4g})"
             )
     return bad
-
-
-def _time_averaged_pose(ds: SkeletonSet) -> torch.Tensor:
-    x = ds.x.double()
-    pres = presence_mask(x).double()  # (N, 1, T, 1, M)
-    p1 = pres[:, 0, :, 0, 0]  # (N, T)
-    centre = (x[:, :, :, 0, 0] * p1[:, None]).sum(-1) / p1.sum(-1).clamp(min=1)[:, None]  # (N, 3)
-    xc = (x - centre[:, :, None, None, None]) * pres
-    return (xc.sum(2) / pres.sum(2).clamp(min=1)).flatten(1)
-
-
-def centroid_baseline(train: SkeletonSet, test: SkeletonSet) -> float:
-    """Accuracy on ``test`` of a nearest-centroid classifier on the time-averaged pose.
-
-    Features: each sample translated so that body 1's mean spine-base position (over its present
-    frames) is the origin, then averaged over present frames per body (N, 3·V·M). Class centroids are
-    the training means; prediction is the nearest centroid in Euclidean distance. No other alignment.
-    """
-    if train.class_names != test.class_names:
-        raise DataError(
-            f"expected the training class names, got {test.class_names[:3]}... in {test.source}"
-        )
-    if train.x.shape[3:] != test.x.shape[3:]:
-        raise DataError(
-            f"expected (V, M) = {tuple(train.x.shape[3:])} like the training set, got "
-            f"{tuple(test.x.shape[3:])} in {test.source} field 'x'"
-        )
-    ftr, fte = _time_averaged_pose(train), _time_averaged_pose(test)
-    k = train.num_classes
-    counts = torch.bincount(train.y, minlength=k).double()
-    cent = (
-        torch.zeros(k, ftr.shape[1], dtype=torch.float64).index_add_(0, train.y, ftr)
-        / counts.clamp(min=1)[:, None]
-    )
-    dist = torch.cdist(fte, cent)
-    dist[:, counts == 0] = float("inf")
-    return float((dist.argmin(1) == test.y).double().mean()) if len(test) else float("nan")

@@ -268,6 +268,41 @@ def tvar_fit_256x64(repeats: int = 2) -> dict[str, Any]:
     }
 
 
+def ntu_import(n: int = 100, frames: int = 100, repeats: int = 2) -> dict[str, Any]:
+    """Clips per second of ``import_ntu`` on ``n`` raw ``.skeleton`` files of the real layout
+    (``frames`` frames, every other clip an interaction of two bodies, as in NTU-60), written once
+    by :func:`~robench.data.formats.ntu_skeleton.write_skeleton`; the best of ``repeats`` reads."""
+    import numpy as np
+
+    from robench.data.formats.ntu_skeleton import import_ntu, write_skeleton
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="robench-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        for i in range(n):
+            walk = lambda: rng.normal(0, 0.01, (frames, 25, 3)).cumsum(0) + [0, 0, 3]  # noqa: E731
+            bodies = {"72057594037931101": walk().astype(np.float32)}
+            if i % 2:
+                bodies["72057594037931102"] = walk().astype(np.float32)
+            write_skeleton(tmp / f"S001C001P{i % 40 + 1:03d}R001A{i % 60 + 1:03d}.skeleton", bodies)
+        size = sum(f.stat().st_size for f in tmp.iterdir())
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            import_ntu([tmp])
+            times.append(time.perf_counter() - t0)
+    s = min(times)
+    return {
+        "ratio": n / s,
+        "goal": ">= 20 (clips per second)",
+        "seconds": s,
+        "detail": f"import_ntu on {n} files of {frames} frames ({size / 1e6:.1f} MB, half with two "
+        f"bodies): {s:.2f}s = {n / s:.0f} clips/s, {size / 1e6 / s:.1f} MB/s (best of {repeats}; "
+        f"NTU-60's 56,880 files would take {56880 / (n / s) / 60:.0f} min)",
+    }
+
+
 register_bench("tasar-vs-ifgsm")(tasar_vs_ifgsm)
 register_bench("tvar-fit-256x64")(tvar_fit_256x64)
 register_bench("s2mifgsm-vs-ifgsm")(s2mifgsm_vs_ifgsm)
+register_bench("ntu-import")(ntu_import)

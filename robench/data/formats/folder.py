@@ -14,8 +14,9 @@ label is an integer, the class index itself (names ``class_000``...). ``split`` 
 each clip (e.g. train / test; empty or absent: no split), ``subject`` an integer performer id
 (-1 when absent). Every clip listed in the CSV must exist, and every clip file must be listed.
 Clips of different lengths are zero padded at the end to the longest (a frame of all zeros is
-padding). The unit is given (``--unit``: m, cm, mm, normalized). Only coordinate channels
-(C = 3) are read; a confidence channel is refused (the threat model cannot yet keep it fixed).
+padding). The unit is given (``--unit``: m, cm, mm, px, normalized). C is 3: x, y, z, or x, y and
+a confidence score when the topology JSON declares ``"score_channels": [2]`` (the threat model then
+never moves it); four channels (x, y, z and a score) do not fit robench's 3-channel layout.
 Errors name the file and, for the CSVs, the line.
 """
 
@@ -75,8 +76,8 @@ def _read_clip(path: Path, v: int) -> np.ndarray:
         raise DataError(f"expected {v} joints (the topology's), got {a.shape[2]} in {path}")
     if a.shape[3] != 3:
         raise DataError(
-            f"expected C = 3 coordinate channels, got {a.shape[3]} in {path} (non-coordinate "
-            "channels such as confidence scores are not supported yet)"
+            f"expected C = 3 channels (x, y, z, or x, y and a score named by the topology's "
+            f"score_channels), got {a.shape[3]} in {path}"
         )
     if not np.isfinite(a).all():
         raise DataError(f"expected finite coordinates, got NaN/inf in {path}")

@@ -126,6 +126,26 @@ def read_skeleton(path: str | Path) -> dict[str, np.ndarray]:
     return bodies
 
 
+def write_skeleton(path: str | Path, bodies: dict[str, np.ndarray], crlf: bool = False) -> Path:
+    """Write {body id: (F, 25, 3) metres, NaN where absent} as a ``.skeleton`` file that
+    :func:`read_skeleton` reads back to the same arrays (to 6 decimals). Fields the reader ignores
+    (body info after the id, depth/colour pixels, orientation) are written as the SDK's neutral
+    values and tracking state 2. Used by ``robench bench`` to time the reader on files of the real
+    layout."""
+    arrays = list(bodies.values())
+    frames = arrays[0].shape[0] if arrays else 0
+    lines = [str(frames)]
+    for f in range(frames):
+        here = [(bid, a[f]) for bid, a in bodies.items() if not np.isnan(a[f]).any()]
+        lines.append(str(len(here)))
+        for bid, xyz in here:
+            lines += [f"{bid} 0 1 1 1 1 0 0 0 2", str(JOINTS)]
+            lines += [f"{x:.6f} {y:.6f} {z:.6f} 0 0 0 0 1 0 0 0 2" for x, y, z in xyz]
+    sep = "\r\n" if crlf else "\n"
+    Path(path).write_bytes((sep.join(lines) + sep).encode("ascii"))
+    return Path(path)
+
+
 def select_bodies(
     bodies: dict[str, np.ndarray], mode: str = "motion", min_frames: int = 12, keep: int = 2
 ) -> list[np.ndarray]:
