@@ -10,6 +10,7 @@ import torch
 
 from robench.data.dataset import SkeletonSet
 from robench.data.skeleton import Topology, get_topology
+from robench.victim import VICTIMS
 
 
 def chain_set(n: int = 24) -> SkeletonSet:
@@ -120,3 +121,49 @@ def test_early_stopping_keeps_the_best_validation_epoch(monkeypatch):
     assert len(states) == 4 and meta["validation"]["best_epoch"] == 2
     assert meta["validation"]["accuracy"] == 0.6
     assert all(torch.equal(v, states[1][k]) for k, v in model.state_dict().items())
+
+
+def score_set(n: int = 24) -> SkeletonSet:
+    """18 OpenPose joints as x, y and a confidence score (channel 2), two bodies, the second absent
+    in every other clip: the Kinetics-skeleton layout."""
+    from robench.data.skeleton import BUILTIN_TOPOLOGIES
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 3, 12, 18, 2, generator=g) * 0.05 + y.view(-1, 1, 1, 1, 1) * 0.2
+    x[:, 2] = torch.rand(n, 12, 18, 2, generator=g) * 0.9 + 0.1  # scores in (0.1, 1]
+    x[::2, :, :, :, 1] = 0
+    return SkeletonSet(x=x, y=y, ids=tuple(f"k{i}" for i in range(n)), class_names=("a", "b"),
+                       topology=BUILTIN_TOPOLOGIES["openpose18-score"], unit="normalized",
+                       name="kin", split=tuple("train" if i % 3 else "test" for i in range(n)))  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["chain20-one-body", "openpose18-score-two-bodies"])
+@pytest.mark.parametrize("arch", VICTIMS.names())
+def test_every_architecture_trains_and_is_attacked_on_other_skeletons(tmp_path, capsys, arch, kind):
+    from robench.attack import create_attack
+    from robench.cli import main
+    from robench.threat import ThreatModel
+    from robench.zoo.checkpoint import load_victim
+
+    ds = chain_set() if kind.startswith("chain") else score_set()
+    path = ds.save(tmp_path / "set.npz")
+    prefix = tmp_path / f"{arch}.set"
+    args = ["train", arch, "--dataset", str(path), "--epochs", "1", "--width", "4", "--depth", "1",
+            "-o", str(prefix), "-q"]  # fmt: skip
+    assert main(args) == 0
+    model = load_victim(f"{prefix}.pt")
+    assert model.topology == ds.topology
+    capsys.readouterr()
+    rc = main(["attack", f"{prefix}.pt", "pgd", "--dataset", str(path), "--n", "2", "--steps", "3",
+               "--eps", "0.02", "-q"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert rc == 0 and "success" in out, err  # every batch verified against the data's threat model
+    x, yy = ds.x[:6], ds.y[:6]
+    threat = ThreatModel(eps=0.02, unit=ds.unit, topology=ds.topology)
+    adv = create_attack("pgd", steps=3)(__import__("robench").WhiteBox(model), x, yy, threat,
+                                        torch.Generator().manual_seed(0))  # fmt: skip
+    assert threat.check(x, adv) == [] and not torch.equal(adv, x)
+    if ds.topology.score_channels:
+        assert torch.equal(adv[:, 2], x[:, 2])  # the confidence scores are exactly the clean ones
+    assert (adv[(x == 0)] == 0).all()  # absent bodies and padding stay zero

@@ -61,8 +61,10 @@ def attack_cmd(
 
     VICTIM is a trained model: a zoo name (stgcn.synth_ntu25), a .pt checkpoint, or an architecture
     name with --checkpoint; an untrained architecture and a class count that differs from the data
-    set's are refused (exit 2). The first N correctly classified test samples are attacked in
-    batches; every batch is verified against the threat model. Success rate comes with a 95% Wilson
+    set's are refused (exit 2). N correctly classified test samples, the first found in a permutation
+    of the test split seeded by --seed (a file sorted by class is sampled across classes), are
+    attacked in batches; every batch is verified against the threat model of the data's topology
+    and unit (score channels never move). Success rate comes with a 95% Wilson
     interval.
     """
     from robench.data import open_dataset
