@@ -117,3 +117,30 @@ def test_data_baseline_command(tmp_path, capsys):
     assert f"chance {100 / ds.num_classes:.1f}%" in out
     assert main(["data", "baseline", str(path), "--test", "val"]) == 2
     assert "'val'" in capsys.readouterr().err
+
+
+def test_data_baseline_compares_a_victim_clip_by_clip(tmp_path, capsys):
+    from robench.data.baseline import centroid_predict
+    from robench.report.aggregate import mcnemar_p
+    from robench.victim import build_victim
+    from robench.zoo.checkpoint import load_victim, save_victim
+
+    ds = synth.generate(seed=1, n_train=64, n_test=32, num_frames=32)
+    path = ds.save(tmp_path / "s.npz")
+    save_victim(build_victim("stgcn", num_classes=ds.num_classes, width=4, depth=1),
+                tmp_path / "v.pt")  # fmt: skip
+    assert main(["data", "baseline", str(path), "--victim", str(tmp_path / "v.pt")]) == 0
+    out = capsys.readouterr().out
+    test = ds.get_split("test")
+    with torch.inference_mode():
+        right = load_victim(tmp_path / "v.pt").eval()(test.x).argmax(1) == test.y
+    ok = centroid_predict(ds.get_split("train"), test, "pose") == test.y
+    b, c = int((right & ~ok).sum()), int((~right & ok).sum())
+    assert (
+        f"victim - baseline {100 * (b - c) / 32:+.1f} points, McNemar p = {mcnemar_p(b, c):.3g} (b {b}, c {c})"
+        in out
+    )
+    assert f"victim {tmp_path / 'v.pt'}: {100 * float(right.double().mean()):.1f}%" in out
+    save_victim(build_victim("stgcn", num_classes=3, width=4, depth=1), tmp_path / "w.pt")
+    assert main(["data", "baseline", str(path), "--victim", str(tmp_path / "w.pt")]) == 2
+    assert "'--victim'" in capsys.readouterr().err

@@ -131,15 +131,42 @@ def stats(path: str) -> None:
 @click.option("--train", "train_split", default="train", show_default=True, help="fit split")
 @click.option("--test", "test_split", default="test", show_default=True, help="scored split")
 @click.option("--frames", type=int, default=16, show_default=True, help="sequence feature length")
-def baseline(path: str, train_split: str, test_split: str, frames: int) -> None:
+@click.option(
+    "--victim",
+    default=None,
+    help="a trained victim (zoo name or .pt) to compare, clip by clip, with each baseline",
+)
+def baseline(path: str, train_split: str, test_split: str, frames: int, victim: str | None) -> None:
     """Nearest-centroid accuracies on the robench .npz at PATH: the floor a trained victim must beat
-    (time-averaged pose, and the pose sequence resampled to --frames frames; robench.data.baseline)."""
-    from robench.data.baseline import centroid_baseline
+    (time-averaged pose, and the pose sequence resampled to --frames frames; robench.data.baseline).
+    With --victim, its accuracy on the same clips and, per baseline, the paired difference with the
+    exact McNemar p-value (b: clips only the victim gets right, c: only the baseline)."""
+    from robench.data.baseline import centroid_predict
+    from robench.report.aggregate import mcnemar_p
     from robench.run.metrics import wilson_interval
 
     ds = SkeletonSet.load(path)
     train, test = ds.get_split(train_split), ds.get_split(test_split)
     n = len(test)
+
+    def rate(ok: torch.Tensor) -> str:
+        lo, hi = wilson_interval(int(ok.sum()), n)
+        return f"{100 * float(ok.double().mean()):.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    right = None
+    if victim is not None:
+        from robench.run.oneoff import trained_victim
+
+        model = trained_victim(victim).eval()
+        k = getattr(getattr(model, "config", None), "num_classes", None)
+        if k is not None and k != ds.num_classes:
+            raise ConfigError(
+                f"expected a victim with {ds.num_classes} classes (the data set's), got {k} in "
+                "option '--victim'"
+            )
+        with torch.inference_mode():
+            pred = torch.cat([model(test.x[i : i + 64]).argmax(1) for i in range(0, n, 64)])
+        right = pred == test.y
     click.echo(
         f"{ds.name}: fit on {len(train)} {train_split} clips, scored on {n} {test_split} clips"
     )
@@ -147,9 +174,17 @@ def baseline(path: str, train_split: str, test_split: str, frames: int) -> None:
         ("pose", "time-averaged pose"),
         ("sequence", f"{frames}-frame pose sequence"),
     ):
-        acc = centroid_baseline(train, test, kind, frames)
-        lo, hi = wilson_interval(round(acc * n), n)
-        click.echo(f"nearest centroid, {what}: {100 * acc:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
+        ok = centroid_predict(train, test, kind, frames) == test.y
+        line = f"nearest centroid, {what}: {rate(ok)}"
+        if right is not None:
+            b, c = int((right & ~ok).sum()), int((~right & ok).sum())
+            line += (
+                f"; victim - baseline {100 * (b - c) / n:+.1f} points, McNemar p = "
+                f"{mcnemar_p(b, c):.3g} (b {b}, c {c})"
+            )
+        click.echo(line)
+    if right is not None:
+        click.echo(f"victim {victim}: {rate(right)}")
     major = int(torch.bincount(train.y, minlength=ds.num_classes).argmax())
     click.echo(
         f"chance {100 / ds.num_classes:.1f}%, majority class of {train_split} "

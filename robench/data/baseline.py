@@ -50,11 +50,11 @@ def clip_features(ds: SkeletonSet, kind: str = "pose", frames: int = 16) -> torc
     return xc.gather(2, take).flatten(1)
 
 
-def centroid_baseline(
+def centroid_predict(
     train: SkeletonSet, test: SkeletonSet, kind: str = "pose", frames: int = 16
-) -> float:
-    """Accuracy on ``test`` of the nearest-centroid classifier fitted on ``train`` (NaN when
-    ``test`` is empty)."""
+) -> torch.Tensor:
+    """(len(test),) class predicted for each ``test`` clip by the nearest-centroid classifier
+    fitted on ``train``."""
     if train.class_names != test.class_names:
         raise DataError(
             f"expected the training class names, got {test.class_names[:3]}... in {test.source}"
@@ -73,4 +73,13 @@ def centroid_baseline(
     )
     dist = torch.cdist(fte, cent)
     dist[:, counts == 0] = float("inf")
-    return float((dist.argmin(1) == test.y).double().mean()) if len(test) else float("nan")
+    return dist.argmin(1)
+
+
+def centroid_baseline(
+    train: SkeletonSet, test: SkeletonSet, kind: str = "pose", frames: int = 16
+) -> float:
+    """Accuracy on ``test`` of the nearest-centroid classifier fitted on ``train`` (NaN when
+    ``test`` is empty)."""
+    pred = centroid_predict(train, test, kind, frames)
+    return float((pred == test.y).double().mean()) if len(test) else float("nan")
