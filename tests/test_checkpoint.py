@@ -44,3 +44,35 @@ def test_missing_metadata_is_refused(tmp_path):
 def test_unknown_zoo_name_suggests():
     with pytest.raises(UnknownNameError, match="stgcn"):
         create_victim("stgcm.synth_ntu25")
+
+
+def test_a_checkpoint_trained_with_a_weights_defense_shows_it_in_its_provenance(tmp_path):
+    """The board's victim table names the weights defense a checkpoint records (robench defend) and
+    gives the defense's recipe instead of the base's training recipe; a clean one says none."""
+    from robench.report.render import _victims_table
+    from robench.victim import build_victim
+    from robench.zoo import victim_provenance
+    from robench.zoo.checkpoint import save_victim
+
+    m = build_victim("stgcn", num_classes=3, width=4, depth=1)
+    d = {"name": "pgd-at", "base": "stgcn.base", "base_weights_sha256": "ab" * 32,
+         "config": {"epochs": 2, "eps": 0.01, "steps": 10, "lr": 0.01}}  # fmt: skip
+    save_victim(m, tmp_path / "at.pt", {"defense": d, "train": {"epochs": 24}})
+    save_victim(m, tmp_path / "clean.pt", {"train": {"epochs": 24}})
+    at, clean = (
+        victim_provenance(str(tmp_path / "at.pt")),
+        victim_provenance(str(tmp_path / "clean.pt")),
+    )
+    assert at["defense"] == "pgd-at" and at["defense_training"] == d
+    assert clean["defense"] is None and clean["defense_training"] is None
+    assert (
+        victim_provenance(str(tmp_path / "clean.pt"), "temporal-smoothing")["defense"]
+        == "temporal-smoothing"
+    )
+    table = _victims_table({"victims": {"at": at, "clean": clean}})
+    rows = {r[0].text: [c.text for c in r] for r in table.rows}
+    col = table.head.index("defense")
+    assert rows["at"][col] == "pgd-at" and rows["clean"][col] == "none"
+    recipe = rows["at"][table.head.index("recipe")]
+    assert recipe == "pgd-at of stgcn.base, epochs 2, eps 0.01, steps 10"
+    assert rows["clean"][table.head.index("recipe")] == "epochs 24"

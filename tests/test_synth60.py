@@ -230,13 +230,28 @@ def test_zoo_build_trains_the_named_entries_or_a_worlds(tmp_path, monkeypatch):
         assert victim_config["init_seed"] == config.seed  # another seed draws other initial weights
         return {"clean_accuracy": 0.5, "train_seconds": 0.0}
 
+    from robench.commands import defend as defend_cmd
+    from robench.zoo import DEFENDED
+
+    defended = []
+
+    def fake_defend(**kw):
+        defended.append((kw["victim"], kw["defense"], kw["params"], Path(kw["out"]).name))
+
     monkeypatch.setattr(zoo_cmd, "train_and_save", fake)
     monkeypatch.setattr(zoo_cmd, "open_dataset", lambda name: type("D", (), {"name": name})())
+    monkeypatch.setattr(defend_cmd.defend_cmd, "callback", fake_defend)
     assert main(["zoo", "build", "stgcn.synth_ntu60_seed1", "-o", str(tmp_path), "-q"]) == 0
-    assert calls == [("stgcn", "synth-ntu60", "stgcn.synth_ntu60_seed1", 1)]
+    assert calls == [("stgcn", "synth-ntu60", "stgcn.synth_ntu60_seed1", 1)] and not defended
     calls.clear()
+    assert main(["zoo", "build", "stgcn.synth_ntu60.pgd-at", "-o", str(tmp_path), "-q"]) == 0
+    assert not calls and defended == [
+        ("stgcn.synth_ntu60", "pgd-at", ("epochs=2",), "stgcn.synth_ntu60.pgd-at")
+    ]
+    defended.clear()
     assert main(["zoo", "build", "--dataset", "synth-ntu60", "-o", str(tmp_path), "-q"]) == 0
     assert [c[2] for c in calls] == [n for n, (_, d, _) in PLAN.items() if d == "synth-ntu60"]
+    assert [d[3] for d in defended] == list(DEFENDED)  # after their bases
     assert main(["zoo", "build", "stgcn.synth_ntu25", "--dataset", "synth-ntu60", "-o",
                  str(tmp_path)]) == 2  # fmt: skip
     assert main(["zoo", "build", "nope.synth_ntu60", "-o", str(tmp_path)]) == 2
@@ -254,9 +269,19 @@ def test_data_build_writes_the_world_it_is_asked_for(tmp_path):
 
 
 def test_every_shipped_checkpoint_is_in_the_zoo_plan_with_its_world_and_seed():
-    from robench.zoo import names
+    from robench.zoo import DEFENDED, names
 
     for name in names():
+        if name in DEFENDED:  # a defended fine-tune of a shipped base, which it names by sha256
+            base, defense, overrides = DEFENDED[name]
+            meta = json.loads((zoo_dir() / f"{name}.json").read_text())
+            base_meta = json.loads((zoo_dir() / f"{base}.json").read_text())
+            d = meta["defense"]
+            assert (d["name"], d["base"]) == (defense, base), name
+            assert d["base_weights_sha256"] == base_meta["weights_sha256"], name
+            assert {k: d["config"][k] for k in overrides} == overrides, name
+            assert meta["dataset"] == base_meta["dataset"] and meta["clean_accuracy"] > 0.5, name
+            continue
         arch, dataset, seed = PLAN[name]
         meta = json.loads((zoo_dir() / f"{name}.json").read_text())
         assert (meta["arch"], meta["dataset"], meta["seed"]) == (arch, dataset, seed), name

@@ -120,15 +120,23 @@ def zoo_list() -> None:
     from robench.zoo.checkpoint import read_metadata
 
     rows = zoo.entries()
-    click.echo(f"{'name':<22} {'arch':<8} {'params':>8} {'clean acc':>9}  sha256")
+    click.echo(f"{'name':<24} {'arch':<8} {'params':>8} {'clean acc':>9}  sha256")
     for r in rows:
+        d = r.get("defense")
+        recipe = (
+            f"  ({d['name']} of {d['base']}, {d['config'].get('epochs')} epochs, "
+            f"{r.get('train_seconds')} s)"
+            if d
+            else ""
+        )
         click.echo(
-            f"{r['name']:<22} {r['arch']:<8} {r['num_parameters']:>8} {r['clean_accuracy']:>9.4f}  {r['weights_sha256']}"
+            f"{r['name']:<24} {r['arch']:<8} {r['num_parameters']:>8} {r['clean_accuracy']:>9.4f}  "
+            f"{r['weights_sha256']}{recipe}"
         )
     for name in manifold_names():
         m = read_metadata(manifold_dir() / f"{name}.pt")
         click.echo(
-            f"{name:<22} {'manifold':<8} {m['num_parameters']:>8} {'k-NN':>4} {m['knn_accuracy']:.4f}  "
+            f"{name:<24} {'manifold':<8} {m['num_parameters']:>8} {'k-NN':>4} {m['knn_accuracy']:.4f}  "
             f"{m['weights_sha256']}  (pretrained on {m['dataset']}, {m.get('clips', '?')} clips)"
         )
 
@@ -145,16 +153,29 @@ def zoo_build(names: tuple[str, ...], dataset: str | None, quiet: bool, out: str
     recipes, data sets and seeds: what produced the shipped checkpoints. Each one is written as soon
     as it is trained, so an interrupted build resumes by naming the rest."""
     plan = dict(zoo.PLAN)
+    defended = {
+        n: zoo.PLAN[base][1] for n, (base, _, _) in zoo.DEFENDED.items()
+    }  # name -> data set
     for name in names:
-        if name not in plan:
-            raise zoo.VICTIMS.unknown(name, extra_names=list(plan))
+        if name not in plan and name not in defended:
+            raise zoo.VICTIMS.unknown(name, extra_names=[*plan, *defended])
     chosen = [n for n in plan if (not names or n in names) and dataset in (None, plan[n][1])]
-    if not chosen:
+    chosen_d = [
+        n for n, d in defended.items() if (not names or n in names) and dataset in (None, d)
+    ]
+    if not chosen and not chosen_d:
         what = f"a data set of {', '.join(names)}" if names else "a data set of the zoo plan"
         raise ConfigError(f"expected {what}, got {dataset!r} in option '--dataset'")
     target = Path(out) if out else zoo.zoo_dir()
     with noting_tracked(target):
         _build(target, [(n, *plan[n]) for n in chosen], quiet)
+    ctx = click.get_current_context()
+    for name in chosen_d:  # after their bases: a defended checkpoint fine-tunes the shipped base
+        base, defense, overrides = zoo.DEFENDED[name]
+        from robench.commands.defend import defend_cmd
+
+        ctx.invoke(defend_cmd, victim=base, defense=defense, dataset=None, out=str(target / name),
+                   params=tuple(f"{k}={v}" for k, v in overrides.items()), quiet=quiet)  # fmt: skip
 
 
 def _build(target: Path, chosen: list[tuple[str, str, str, int]], quiet: bool) -> None:

@@ -420,6 +420,7 @@ def _victims_table(board: dict[str, Any]) -> Table:
         "parameters",
         "trained on",
         "recipe",
+        "defense",
         "weights sha256",
     ]
     rows = []
@@ -429,14 +430,21 @@ def _victims_table(board: dict[str, Any]) -> Table:
         recipe = ", ".join(
             f"{k} {rec[k]}" for k in ("epochs", "lr", "batch_size", "augment") if k in rec
         )
+        dt = v.get("defense_training") or {}
+        if dt:  # fine-tuned from a base by a weights defense: that is its recipe
+            cfg = dt.get("config") or {}
+            recipe = f"{dt.get('name')} of {dt.get('base')}" + "".join(
+                f", {k} {cfg[k]}" for k in ("epochs", "eps", "steps", "beta") if k in cfg
+            )
         data = f"{tr.get('dataset') or '?'} ({str(tr.get('dataset_sha256') or '')[:12]})"
         rows.append([
             Cell(vid, sort=vid, cls="t"), Cell(str(v.get("architecture") or v.get("error") or "?"), cls="t"),
             Cell(str(v.get("paper") or ""), cls="t wrap"), Cell(f"{v['num_parameters']:,}" if v.get("num_parameters") else "", sort=v.get("num_parameters")),
             Cell(data, cls="t", title=str(tr.get("command") or "")), Cell(recipe, cls="t"),
+            Cell(str(v.get("defense") or "none"), cls="t"),
             Cell(str(v.get("weights_sha256") or "")[:16], cls="t", title=str(v.get("weights_sha256") or "")),
         ])  # fmt: skip
-    return Table("victims", head, rows, text_cols=7)
+    return Table("victims", head, rows, text_cols=8)
 
 
 def _configs_table(board: dict[str, Any]) -> Table:
