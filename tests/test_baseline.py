@@ -117,6 +117,9 @@ def test_data_baseline_command(tmp_path, capsys):
     assert f"chance {100 / ds.num_classes:.1f}%" in out
     assert main(["data", "baseline", str(path), "--test", "val"]) == 2
     assert "'val'" in capsys.readouterr().err
+    assert main(["data", "baseline", str(path), "--frames", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert "'--frames'" in err and err.count("\n") == 1 and out == ""  # refused before any output
 
 
 def test_data_baseline_compares_a_victim_clip_by_clip(tmp_path, capsys):

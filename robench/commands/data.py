@@ -145,6 +145,8 @@ def baseline(path: str, train_split: str, test_split: str, frames: int, victim: 
     from robench.report.aggregate import mcnemar_p
     from robench.run.metrics import wilson_interval
 
+    if frames < 1:
+        raise ConfigError(f"expected an integer >= 1, got {frames} in option '--frames'")
     ds = SkeletonSet.load(path)
     train, test = ds.get_split(train_split), ds.get_split(test_split)
     n = len(test)
