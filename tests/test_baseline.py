@@ -7,7 +7,7 @@ import torch
 
 from robench.cli import main
 from robench.data import synth
-from robench.data.baseline import centroid_baseline, clip_features
+from robench.data.baseline import centroid_baseline, centroid_predict, clip_features
 from robench.data.dataset import SkeletonSet
 from robench.data.skeleton import BUILTIN_TOPOLOGIES, Topology
 from robench.errors import ConfigError, DataError
@@ -42,7 +42,7 @@ def test_static_poses_are_separated_and_a_translation_changes_nothing(kind):
 
 
 def test_centring_uses_the_topologys_root_joint():
-    topo = Topology("chain3", ("a", "b", "c"), (1, -1, 1), 1)  # root is joint 1, not joint 0
+    topo = Topology("chain3", ("a", "b", "c"), (1, -1, 1), 0)  # root joint 1; centre and 0 differ
     x = torch.zeros(1, 3, 2, 3, 1)
     x[0, :, :, 0, 0] = torch.tensor([1.0, 0, 0])[:, None]
     x[0, :, :, 1, 0] = torch.tensor([2.0, 0, 0])[:, None]
@@ -103,6 +103,18 @@ def test_bad_input():
     other = SkeletonSet(x=ds.x, y=ds.y, ids=ds.ids, class_names=("a", "c"), topology=ds.topology)
     with pytest.raises(DataError, match="class names"):
         centroid_baseline(ds, other)
+    one_body = SkeletonSet(x=ds.x[..., :1].contiguous(), y=ds.y, ids=ds.ids,
+                           class_names=ds.class_names, topology=ds.topology)  # fmt: skip
+    with pytest.raises(DataError, match="field 'x'"):
+        centroid_baseline(ds, one_body)
+
+
+def test_a_class_without_training_clips_is_never_predicted():
+    ds = _static_two_classes()
+    only_a = ds.select(ds.y == 0)
+    train = SkeletonSet(x=only_a.x, y=only_a.y, ids=only_a.ids, class_names=ds.class_names,
+                        topology=ds.topology)  # fmt: skip
+    assert (centroid_predict(train, ds) == 0).all()  # class b has no centroid
 
 
 def test_data_baseline_command(tmp_path, capsys):
@@ -117,6 +129,17 @@ def test_data_baseline_command(tmp_path, capsys):
     assert f"chance {100 / ds.num_classes:.1f}%" in out
     assert main(["data", "baseline", str(path), "--test", "val"]) == 2
     assert "'val'" in capsys.readouterr().err
+    from robench.run.metrics import wilson_interval
+
+    assert main(["data", "baseline", str(path), "--frames", "8", "--train", "train"]) == 0
+    out = capsys.readouterr().out
+    seq8 = centroid_predict(ds.get_split("train"), ds.get_split("test"), "sequence", 8)
+    k = int((seq8 == ds.get_split("test").y).sum())
+    lo, hi = wilson_interval(k, 32)
+    assert f"8-frame pose sequence: {100 * k / 32:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]" in out
+    major = int(torch.bincount(ds.get_split("train").y).argmax())
+    share = float((ds.get_split("test").y == major).double().mean())
+    assert f"majority class of train ({ds.class_names[major]}) {100 * share:.1f}%" in out
     assert main(["data", "baseline", str(path), "--frames", "0"]) == 2
     out, err = capsys.readouterr()
     assert "'--frames'" in err and err.count("\n") == 1 and out == ""  # refused before any output
@@ -147,3 +170,18 @@ def test_data_baseline_compares_a_victim_clip_by_clip(tmp_path, capsys):
     save_victim(build_victim("stgcn", num_classes=3, width=4, depth=1), tmp_path / "w.pt")
     assert main(["data", "baseline", str(path), "--victim", str(tmp_path / "w.pt")]) == 2
     assert "'--victim'" in capsys.readouterr().err
+    one = build_victim("stgcn", num_classes=ds.num_classes, width=4, depth=1, num_persons=1)
+    save_victim(one, tmp_path / "one.pt")  # the data has two bodies
+    assert main(["data", "baseline", str(path), "--victim", str(tmp_path / "one.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "'--victim'" in err and "2 bodies" in err and err.count("\n") == 1
+    ts = torch.jit.trace(load_victim(tmp_path / "w.pt").eval(), test.x[:2])  # no config: logits
+    torch.jit.save(ts, str(tmp_path / "w.ts"))
+    import hashlib
+
+    sha = hashlib.sha256((tmp_path / "w.ts").read_bytes()).hexdigest()
+    assert (
+        main(["data", "baseline", str(path), "--victim", f"torchscript:{tmp_path / 'w.ts'}#{sha}"])
+        == 2
+    )
+    assert "(N, 16) logits" in capsys.readouterr().err

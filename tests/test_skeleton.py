@@ -121,3 +121,12 @@ def test_motion_stats_of_nothing_are_nan():
     topo, x = _chain_clips()
     ms = motion_stats(topo, torch.zeros_like(x))
     assert ms["slots"] == 0 and np.isnan(ms["bone_median"]) and np.isnan(ms["speed_p90"])
+
+
+def test_motion_stats_of_a_real_size_set_pool_more_than_torch_quantile_takes():
+    """NTU-60 pools ~10**8 bone lengths; torch.quantile refuses more than 2**24 values."""
+    topo = BUILTIN_TOPOLOGIES["ntu25"]
+    x = torch.ones(700, 3, 1000, 25, 1)  # 700,000 frames x 24 bones > 2**24
+    x[:, 0] += (torch.arange(25.0) * 0.1)[:, None]  # joints spread along x: non-zero bones
+    ms = motion_stats(topo, x)
+    assert ms["slots"] == 700_000 and ms["speed_median"] == 0 and ms["bone_median"] > 0

@@ -3,6 +3,7 @@ doing what their names say (reach targets, hand shapes, direction pairs, fine di
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -234,9 +235,12 @@ def test_zoo_build_trains_the_named_entries_or_a_worlds(tmp_path, monkeypatch):
     from robench.zoo import DEFENDED
 
     defended = []
+    real = defend_cmd.defend_cmd.callback
 
     def fake_defend(**kw):
+        inspect.signature(real).bind(**kw)  # the arguments the real command takes
         defended.append((kw["victim"], kw["defense"], kw["params"], Path(kw["out"]).name))
+        calls.append(("defend", kw["victim"]))
 
     monkeypatch.setattr(zoo_cmd, "train_and_save", fake)
     monkeypatch.setattr(zoo_cmd, "open_dataset", lambda name: type("D", (), {"name": name})())
@@ -245,13 +249,18 @@ def test_zoo_build_trains_the_named_entries_or_a_worlds(tmp_path, monkeypatch):
     assert calls == [("stgcn", "synth-ntu60", "stgcn.synth_ntu60_seed1", 1)] and not defended
     calls.clear()
     assert main(["zoo", "build", "stgcn.synth_ntu60.pgd-at", "-o", str(tmp_path), "-q"]) == 0
-    assert not calls and defended == [
-        ("stgcn.synth_ntu60", "pgd-at", ("epochs=2",), "stgcn.synth_ntu60.pgd-at")
-    ]
+    assert defended == [("stgcn.synth_ntu60", "pgd-at", ("epochs=2",), "stgcn.synth_ntu60.pgd-at")]
     defended.clear()
+    calls.clear()
     assert main(["zoo", "build", "--dataset", "synth-ntu60", "-o", str(tmp_path), "-q"]) == 0
-    assert [c[2] for c in calls] == [n for n, (_, d, _) in PLAN.items() if d == "synth-ntu60"]
-    assert [d[3] for d in defended] == list(DEFENDED)  # after their bases
+    trained = [c[2] for c in calls if c[0] != "defend"]
+    assert trained == [n for n, (_, d, _) in PLAN.items() if d == "synth-ntu60"]
+    assert [d[3] for d in defended] == list(DEFENDED)
+    assert calls[-len(DEFENDED) :] == [("defend", "stgcn.synth_ntu60")]  # after their bases
+    (tmp_path / "stgcn.synth_ntu60.pt").write_bytes(b"")  # a base rebuilt under -o DIR is used
+    defended.clear()
+    assert main(["zoo", "build", "stgcn.synth_ntu60.pgd-at", "-o", str(tmp_path), "-q"]) == 0
+    assert defended[0][0] == str(tmp_path / "stgcn.synth_ntu60.pt")
     assert main(["zoo", "build", "stgcn.synth_ntu25", "--dataset", "synth-ntu60", "-o",
                  str(tmp_path)]) == 2  # fmt: skip
     assert main(["zoo", "build", "nope.synth_ntu60", "-o", str(tmp_path)]) == 2
@@ -286,3 +295,15 @@ def test_every_shipped_checkpoint_is_in_the_zoo_plan_with_its_world_and_seed():
         meta = json.loads((zoo_dir() / f"{name}.json").read_text())
         assert (meta["arch"], meta["dataset"], meta["seed"]) == (arch, dataset, seed), name
         assert meta["config"]["init_seed"] == seed, name
+
+
+def test_zoo_list_names_each_defended_checkpoint_with_its_recipe(capsys):
+    from robench.cli import main
+    from robench.zoo import DEFENDED, names
+
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    for name, (base, defense, overrides) in DEFENDED.items():
+        if name in names():
+            line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+            assert f"({defense} of {base}, {overrides['epochs']} epochs," in line

@@ -166,9 +166,23 @@ def baseline(path: str, train_split: str, test_split: str, frames: int, victim: 
                 f"expected a victim with {ds.num_classes} classes (the data set's), got {k} in "
                 "option '--victim'"
             )
+        topo = getattr(model, "topology", None)
+        persons = getattr(getattr(model, "config", None), "num_persons", None)
+        if (topo is not None and topo.num_joints != ds.topology.num_joints) or (
+            persons is not None and persons < ds.x.shape[4]
+        ):
+            raise ConfigError(
+                f"expected a victim for {ds.topology.num_joints} joints and {ds.x.shape[4]} "
+                f"bodies (the data set's), got {getattr(topo, 'num_joints', '?')} joints and "
+                f"{persons} bodies in option '--victim'"
+            )
         with torch.inference_mode():
-            pred = torch.cat([model(test.x[i : i + 64]).argmax(1) for i in range(0, n, 64)])
-        right = pred == test.y
+            logits = torch.cat([model(test.x[i : i + 64]) for i in range(0, n, 64)])
+        if logits.dim() != 2 or logits.shape[1] != ds.num_classes:
+            raise ConfigError(
+                f"expected (N, {ds.num_classes}) logits, got {tuple(logits.shape)} in option '--victim'"
+            )
+        right = logits.argmax(1) == test.y
     click.echo(
         f"{ds.name}: fit on {len(train)} {train_split} clips, scored on {n} {test_split} clips"
     )

@@ -170,10 +170,13 @@ def zoo_build(names: tuple[str, ...], dataset: str | None, quiet: bool, out: str
     with noting_tracked(target):
         _build(target, [(n, *plan[n]) for n in chosen], quiet)
     ctx = click.get_current_context()
-    for name in chosen_d:  # after their bases: a defended checkpoint fine-tunes the shipped base
+    for name in chosen_d:  # after their bases: a defended checkpoint fine-tunes its base
         base, defense, overrides = zoo.DEFENDED[name]
         from robench.commands.defend import defend_cmd
 
+        rebuilt = target / f"{base}.pt"  # -o DIR: the base built there, not the shipped one
+        if target.resolve() != zoo.zoo_dir().resolve() and rebuilt.exists():
+            base = str(rebuilt)
         ctx.invoke(defend_cmd, victim=base, defense=defense, dataset=None, out=str(target / name),
                    params=tuple(f"{k}={v}" for k, v in overrides.items()), quiet=quiet)  # fmt: skip
 

@@ -17,21 +17,30 @@ from __future__ import annotations
 import torch
 
 from robench.data.dataset import SkeletonSet
-from robench.data.skeleton import presence_mask
+from robench.data.skeleton import Topology, presence_mask
 from robench.errors import ConfigError, DataError
 
 KINDS = ("pose", "sequence")
 
 
-def clip_features(ds: SkeletonSet, kind: str = "pose", frames: int = 16) -> torch.Tensor:
-    """(N, D) float64 features of ``kind`` (module docstring)."""
+def clip_features(
+    ds: SkeletonSet, kind: str = "pose", frames: int = 16, chunk: int = 512
+) -> torch.Tensor:
+    """(N, D) float64 features of ``kind`` (module docstring), computed ``chunk`` clips at a time."""
     if kind not in KINDS:
         raise ConfigError(f"expected a baseline feature in {list(KINDS)}, got {kind!r} in 'kind'")
     if frames < 1:
         raise ConfigError(f"expected frames >= 1, got {frames} in 'frames'")
-    topo = ds.topology
-    x = ds.x.double().index_select(1, torch.tensor(topo.coordinate_channels))
-    pres = presence_mask(ds.x)  # (N, 1, T, 1, M)
+    parts = [
+        _features(ds.topology, ds.x[i : i + chunk], kind, frames)
+        for i in range(0, ds.x.shape[0], chunk)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0, 0, dtype=torch.float64)
+
+
+def _features(topo: Topology, x_raw: torch.Tensor, kind: str, frames: int) -> torch.Tensor:
+    x = x_raw.double().index_select(1, torch.tensor(topo.coordinate_channels))
+    pres = presence_mask(x_raw)  # (N, 1, T, 1, M)
     p1 = pres[:, 0, :, 0, 0].double()  # (N, T)
     root = x[:, :, :, topo.root, 0]  # (N, C, T)
     centre = (root * p1[:, None]).sum(-1) / p1.sum(-1).clamp(min=1)[:, None]  # (N, C)
@@ -61,8 +70,8 @@ def centroid_predict(
         )
     if train.x.shape[1:2] + train.x.shape[3:] != test.x.shape[1:2] + test.x.shape[3:]:
         raise DataError(
-            f"expected (V, M) = {tuple(train.x.shape[3:])} like the training set, got "
-            f"{tuple(test.x.shape[3:])} in {test.source} field 'x'"
+            f"expected (C, V, M) = {(train.x.shape[1], *train.x.shape[3:])} like the training set, "
+            f"got {(test.x.shape[1], *test.x.shape[3:])} in {test.source} field 'x'"
         )
     ftr, fte = clip_features(train, kind, frames), clip_features(test, kind, frames)
     k = train.num_classes

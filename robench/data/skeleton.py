@@ -403,8 +403,13 @@ def motion_stats(topo: Topology, x: torch.Tensor, chunk: int = 256) -> dict[str,
         speeds.append(step.permute(0, 1, 3, 2)[both].flatten())
 
     def q(parts: list[torch.Tensor], p: float) -> float:
-        v = torch.cat(parts).double() if parts else torch.zeros(0, dtype=torch.float64)
-        return float(torch.quantile(v, p)) if len(v) else float("nan")
+        # numpy: torch.quantile refuses more than 2**24 values (a real NTU set pools ~10**8)
+        v = torch.cat(parts).numpy() if parts else np.zeros(0, np.float32)
+        return (
+            float(np.quantile(v.astype(np.float64) if v.size < 2**24 else v, p))
+            if v.size
+            else float("nan")
+        )
 
     return {
         "bone_median": q(bones, 0.5),
