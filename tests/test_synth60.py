@@ -256,7 +256,9 @@ def test_zoo_build_trains_the_named_entries_or_a_worlds(tmp_path, monkeypatch):
     trained = [c[2] for c in calls if c[0] != "defend"]
     assert trained == [n for n, (_, d, _) in PLAN.items() if d == "synth-ntu60"]
     assert [d[3] for d in defended] == list(DEFENDED)
-    assert calls[-len(DEFENDED) :] == [("defend", "stgcn.synth_ntu60")]  # after their bases
+    assert calls[-len(DEFENDED) :] == [
+        ("defend", b) for b, _, _ in DEFENDED.values()
+    ]  # bases first
     (tmp_path / "stgcn.synth_ntu60.pt").write_bytes(b"")  # a base rebuilt under -o DIR is used
     defended.clear()
     assert main(["zoo", "build", "stgcn.synth_ntu60.pgd-at", "-o", str(tmp_path), "-q"]) == 0
