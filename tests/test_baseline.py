@@ -185,3 +185,10 @@ def test_data_baseline_compares_a_victim_clip_by_clip(tmp_path, capsys):
         == 2
     )
     assert "(N, 16) logits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["pose", "sequence"])
+def test_features_in_chunks_equal_one_pass(kind):
+    ds = synth.generate(seed=2, n_train=8, n_test=4, num_frames=16)
+    whole = clip_features(ds, kind, chunk=len(ds))
+    assert whole.shape[0] == len(ds) and torch.equal(clip_features(ds, kind, chunk=5), whole)
