@@ -151,6 +151,7 @@ PLAN: dict[str, tuple[str, str, int]] = {
 DEFENDED: dict[str, tuple[str, str, dict[str, Any]]] = {
     "stgcn.synth_ntu60.pgd-at": ("stgcn.synth_ntu60", "pgd-at", {"epochs": 2}),
     "ctrgcn.synth_ntu60.pgd-at": ("ctrgcn.synth_ntu60", "pgd-at", {"epochs": 1}),
+    "stgcn.synth_ntu60.trades": ("stgcn.synth_ntu60", "trades", {"epochs": 2}),
 }
 
 
