@@ -41,6 +41,11 @@ value = k/n, ci = 95% Wilson score interval; n = 0 gives value null and ci [0, 1
 ``eps_curves``             list of ``{"family": threat without eps, "victim", "defense", "attack"
                            (attack key or "worst-case"), "points": [{"eps", "threat",
                            "robust_accuracy": P}] sorted by eps}`` (at least two eps values)
+``defense_pairs``          only on boards with a defended row and its undefended base: list of
+                           ``{"threat", "victim", "undefended", "attack" (key or "worst-case"),
+                           "suite", "n", "defended_robust": P, "undefended_robust": P,
+                           "only_defended", "only_undefended", "difference", "p_mcnemar"}``, the
+                           two rows paired on the same clips (:mod:`robench.report.defended`)
 ``invalid_cells``          list of ``{"cell_key", "victim", "defense", "attack", "surrogate",
                            "threat", "seed", "status": "invalid"|"error", "reason"}``: cells that
                            failed their threat-model check or crashed; they enter no number
@@ -87,6 +92,7 @@ from robench import __version__
 from robench.errors import DataError
 from robench.io import atomic_folder
 from robench.report.aggregate import aggregate, attack_config_sha256, config_part
+from robench.report.defended import defense_pairs
 from robench.report.render import render_csv, render_markdown
 from robench.report.schema import READABLE_SCHEMAS, SCHEMA, validate_board
 
@@ -153,6 +159,9 @@ def build_board(
         "attack_configs": _attack_configs(cells),
         "victims": dict(meta.get("victims") or {}),
     }
+    pairs = defense_pairs(ok, board["victims"], primary)
+    if pairs:  # only boards with a defended row and its undefended base carry the key
+        board["defense_pairs"] = pairs
     return canonical(board)
 
 

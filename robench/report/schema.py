@@ -82,6 +82,34 @@ def _paired(p: Any, field: str) -> None:
         raise _fail(f"{field}.ci", "[lo, hi] around the difference", str(ci))
 
 
+def _defense_pair(p: Any, field: str) -> None:
+    """A defended row against its undefended base (optional ``defense_pairs``): names, n >= 1
+    clips, both robust accuracies over those n, only_defended + only_undefended <= n, the
+    difference (b - c)/n and a p-value in [0, 1]."""
+    p = _obj(p, field)
+    for k in ("threat", "victim", "undefended", "attack"):
+        _str(_req(p, k, field), f"{field}.{k}")
+    n = _req(p, "n", field)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise _fail(f"{field}.n", "an integer >= 1", n)
+    for k in ("defended_robust", "undefended_robust"):
+        _prop(_req(p, k, field), f"{field}.{k}")
+        if p[k]["n"] != n:
+            raise _fail(f"{field}.{k}.n", f"n = {n}", p[k]["n"])
+    b, c = _req(p, "only_defended", field), _req(p, "only_undefended", field)
+    for k, v in (("only_defended", b), ("only_undefended", c)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise _fail(f"{field}.{k}", "an integer >= 0", v)
+    if b + c > n:
+        raise _fail(f"{field}.n", "at least only_defended + only_undefended", n)
+    diff = _number(_req(p, "difference", field), f"{field}.difference", -1.0, 1.0)
+    if abs(diff - (b - c) / n) > 1e-6:
+        raise _fail(
+            f"{field}.difference", f"(only_defended - only_undefended)/n = {(b - c) / n:.6f}", diff
+        )
+    _number(_req(p, "p_mcnemar", field), f"{field}.p_mcnemar", 0.0, 1.0)
+
+
 def _prop(p: Any, field: str) -> None:
     p = _obj(p, field)
     n = _req(p, "n", field)
@@ -215,6 +243,8 @@ def validate_board(d: Any) -> None:
             _prop(
                 _req(p, "robust_accuracy", f"{f}.points[{j}]"), f"{f}.points[{j}].robust_accuracy"
             )
+    for i, p in enumerate(_list(d.get("defense_pairs", []), "defense_pairs")):
+        _defense_pair(p, f"defense_pairs[{i}]")
     for i, c in enumerate(_list(_req(d, "invalid_cells", ""), "invalid_cells")):
         f = f"invalid_cells[{i}]"
         c = _obj(c, f)
