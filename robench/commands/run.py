@@ -157,13 +157,41 @@ def run_cmd(
     help="Export the joined per-sample frame.",
 )
 @click.option("--all", "all_status", is_flag=True, help="Export invalid/error cells' rows too.")
-def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
-    """Per-cell summary of a results folder; --csv exports the joined frame (atomically)."""
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Archive the ok cells and their per-sample rows (JSON lines; gzipped for *.gz).",
+)
+@click.option(
+    "--import",
+    "import_path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Merge an --export archive into DIRECTORY first (created if needed).",
+)
+def results_cmd(
+    directory: str,
+    csv_path: str | None,
+    all_status: bool,
+    export_path: str | None,
+    import_path: str | None,
+) -> None:
+    """Per-cell summary of a results folder; --csv exports the joined frame (atomically).
+
+    --export / --import carry a store's finished cells between machines and sessions as one text
+    file that git can track: a long run resumes elsewhere from an imported archive."""
     import pandas as pd
 
     from robench.io import atomic_write_text
+    from robench.run.archive import export_store, import_archive
     from robench.run.store import Store, store_exists
 
+    if import_path:
+        with Store(directory, lock=True) as store:
+            added, kept = import_archive(store, import_path)
+        click.echo(f"imported {added} cells from {import_path} ({kept} already there)")
     if not store_exists(directory):
         raise ConfigError(
             f"expected a results folder with results.sqlite, got none at {directory} in argument 'DIRECTORY'"
@@ -199,6 +227,9 @@ def results_cmd(directory: str, csv_path: str | None, all_status: bool) -> None:
             frame = store.frame(None if all_status else "ok")
             atomic_write_text(csv_path, frame.to_csv(index=False))
             click.echo(f"wrote {len(frame)} rows to {csv_path}")
+        if export_path:
+            n = export_store(store, export_path)
+            click.echo(f"archived {n} cells to {export_path}")
 
 
 @click.command("regress")
