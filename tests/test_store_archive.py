@@ -173,6 +173,8 @@ def test_cli_exports_imports_and_refuses_a_bad_file_with_exit_2(source, tmp_path
     assert main(["results", dst, "--import", str(tmp_path / "bad.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert "bad.jsonl line 1" in err and "\n" not in err
+    assert main(["results", str(tmp_path / "none"), "--import", str(tmp_path / "bad.jsonl")]) == 2
+    assert not (tmp_path / "none").exists()
 
 
 def test_an_imported_cell_is_not_run_again(tmp_path):

@@ -185,12 +185,13 @@ def results_cmd(
     import pandas as pd
 
     from robench.io import atomic_write_text
-    from robench.run.archive import export_store, import_archive
+    from robench.run.archive import export_store, merge_cells, read_archive
     from robench.run.store import Store, store_exists
 
     if import_path:
+        entries = read_archive(import_path)  # a bad archive creates no folder and no store
         with Store(directory, lock=True) as store:
-            added, kept = import_archive(store, import_path)
+            added, kept = merge_cells(store, entries, import_path)
         click.echo(f"imported {added} cells from {import_path} ({kept} already there)")
     if not store_exists(directory):
         raise ConfigError(

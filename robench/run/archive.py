@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from robench.errors import DataError
-from robench.run.store import CELL_COLUMNS, SAMPLE_COLUMNS, Store
+from robench.run.store import CELL_COLUMNS, SAMPLE_COLUMNS, Store, _py
 
 FORMAT = "robench.store-archive/1"
 _CELL_NAMES = [c for c, _ in CELL_COLUMNS if c != "run_id"]
@@ -51,9 +51,8 @@ def _lines(store: Store) -> list[str]:
 
 
 def _plain(v: Any) -> Any:
-    """A JSON value for a store value: pandas' NaN for SQL NULL becomes None, numpy scalars plain."""
-    if hasattr(v, "item") and not isinstance(v, str):
-        v = v.item()
+    """A JSON value for a store value (the store's own conversion), pandas' NaN for NULL as None."""
+    v = _py(v)
     if isinstance(v, float) and v != v:
         return None
     return v
@@ -144,11 +143,16 @@ def _check(obj: Any, p: Path, line: int) -> dict[str, Any]:
 def import_archive(store: Store, path: str | Path) -> tuple[int, int]:
     """Merge an archive into ``store``: ``(cells added, cells already there as ok)``. Every line
     is checked before the first write; existing ``ok`` cells are never replaced."""
-    entries = read_archive(path)
+    return merge_cells(store, read_archive(path), path)
+
+
+def merge_cells(store: Store, entries: list[dict[str, Any]], source: str | Path) -> tuple[int, int]:
+    """Write checked archive ``entries`` (from :func:`read_archive`) into ``store``, skipping the
+    cells it holds as ``ok``; one run row records ``source``."""
     have = store.cell_status(e["cell"]["cell_key"] for e in entries)
     new = [e for e in entries if have.get(e["cell"]["cell_key"]) != "ok"]
     if new:
-        run_id = store.begin_run("import", ["results", "--import", str(path)])
+        run_id = store.begin_run("import", ["results", "--import", str(source)])
         for e in new:
             store.write_cell({**e["cell"], "run_id": run_id}, e["samples"])
         store.finish_run(run_id)
