@@ -509,3 +509,25 @@ class UniformNoise(Attack):
     def run(self, access: WhiteBox, x, y, threat, generator, target):
         mask = _mask(threat, x)
         return threat.project(x, _random_start(x, mask, threat.eps, threat.norm, generator))
+
+
+@register_attack("noise-sign")
+class SignNoise(UniformNoise):
+    """Baseline: a random point on the boundary of the ε-ball, the size every sign attack's iterate
+    reaches. linf: a random vertex, ``δ = ε·s`` with ``s = ±1`` drawn with equal odds per allowed
+    coordinate; l2: a uniform point of the ε-sphere over the allowed coordinates (Gaussian
+    direction, radius ε). The model is never queried. A transfer attack that does not beat it has
+    found no direction of the victim, only its sensitivity to jitter of that size.
+    """
+
+    def run(self, access: WhiteBox, x, y, threat, generator, target):
+        mask = _mask(threat, x)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        sub = torch.Generator(device=x.device).manual_seed(seed)
+        if threat.norm == "linf":
+            coin = torch.rand(x.shape, generator=sub, device=x.device, dtype=x.dtype) < 0.5
+            delta = torch.where(coin, threat.eps, -threat.eps).to(x.dtype)
+        else:
+            z = torch.randn(x.shape, generator=sub, device=x.device, dtype=x.dtype) * mask
+            delta = z * (threat.eps / _view(_per_sample(z).norm(dim=1).clamp_min(_TINY)))
+        return threat.project(x, x + delta * mask)

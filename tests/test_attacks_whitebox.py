@@ -227,6 +227,30 @@ def test_pgd_clearly_beats_noise_on_a_trained_model(trained):
     assert acc_noise >= 0.8 and acc_pgd <= 0.3, (acc_pgd, acc_noise)
 
 
+def test_sign_noise_is_a_random_vertex_of_the_linf_ball_and_a_point_of_the_l2_sphere():
+    x, y = batch(6, 0)
+    present = presence_mask(x).expand_as(x)
+
+    class Unqueried(nn.Module):
+        def forward(self, z):
+            raise AssertionError("the noise baseline queried the model")
+
+    out = create_attack("noise-sign")(WhiteBox(Unqueried()), x, y, ThreatModel(eps=0.01), gen())
+    d = (out - x).double()
+    assert ThreatModel(eps=0.01).check(x, out) == []
+    assert torch.allclose(d[present].abs(), torch.full_like(d[present], 0.01), atol=1e-8)
+    assert (d[~present] == 0).all()
+    assert 0.45 < float((d[present] > 0).double().mean()) < 0.55  # both signs, equal odds
+    again = create_attack("noise-sign")(WhiteBox(Unqueried()), x, y, ThreatModel(eps=0.01), gen())
+    other = create_attack("noise-sign")(WhiteBox(Unqueried()), x, y, ThreatModel(eps=0.01), gen(1))
+    assert torch.equal(out, again) and not torch.equal(out, other)
+    l2 = ThreatModel(norm="l2", eps=0.5)
+    out2 = create_attack("noise-sign")(WhiteBox(Unqueried()), x, y, l2, gen())
+    norms = (out2 - x).double().flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.full_like(norms, 0.5), atol=1e-5)
+    assert ((out2 - x)[~present] == 0).all()
+
+
 def test_targeted_pgd_reaches_targets(trained):
     model, x, y = trained
     target = (y + 1) % K
