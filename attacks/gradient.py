@@ -100,6 +100,12 @@ def _fooled(logits: Tensor, label: Tensor, targeted: bool) -> Tensor:
     return pred == label if targeted else pred != label
 
 
+def _sub_generator(generator: torch.Generator, x: Tensor) -> torch.Generator:
+    """A generator on ``x``'s device seeded by one ``randint(0, 2**62)`` drawn from ``generator``."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device=x.device).manual_seed(seed)
+
+
 def _random_start(
     x: Tensor, mask: Tensor, eps: float, norm: str, generator: torch.Generator
 ) -> Tensor:
@@ -114,8 +120,7 @@ def _random_start(
     l2: direction ``z/‖z‖₂`` with ``z ~ N(0, I)`` on the allowed coordinates, radius ``ε·u^(1/d)``
     (``u ~ U[0, 1]``, ``d`` allowed coordinates): uniform in the ball.
     """
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    sub = torch.Generator(device=x.device).manual_seed(seed)
+    sub = _sub_generator(generator, x)
     if norm == "linf":
         delta = torch.empty_like(x).uniform_(-eps, eps, generator=sub)
         return x + delta * mask
@@ -522,12 +527,11 @@ class SignNoise(UniformNoise):
 
     def run(self, access: WhiteBox, x, y, threat, generator, target):
         mask = _mask(threat, x)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        sub = torch.Generator(device=x.device).manual_seed(seed)
+        sub = _sub_generator(generator, x)
         if threat.norm == "linf":
             coin = torch.rand(x.shape, generator=sub, device=x.device, dtype=x.dtype) < 0.5
             delta = torch.where(coin, threat.eps, -threat.eps).to(x.dtype)
         else:
             z = torch.randn(x.shape, generator=sub, device=x.device, dtype=x.dtype) * mask
             delta = z * (threat.eps / _view(_per_sample(z).norm(dim=1).clamp_min(_TINY)))
-        return threat.project(x, x + delta * mask)
+        return threat.project(x, x + delta * mask)  # masked: padding and frozen joints stay put

@@ -164,3 +164,71 @@ def test_the_command_names_a_folder_without_generations(tmp_path, capsys):
     assert main(["spectrum", str(tmp_path), "--victim", "stgcn.synth_ntu60"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no transfer generations" in err and str(tmp_path) in err and "\n" not in err
+
+
+def test_a_clip_set_the_victim_gets_all_wrong_counts_none():
+    x = torch.full((3, C, T, V, M), 0.5)  # class 1 for MeanModel
+    row = band_transfer(MeanModel(), x, torch.zeros(3, dtype=torch.long), x, ThreatModel(eps=EPS))
+    assert row["n"] == 0
+    assert all(v != v for v in row["fooled"].values())  # NaN, not 0%: nothing was there to fool
+
+
+def test_the_sign_probes_are_projected_before_the_threat_check():
+    g = torch.Generator().manual_seed(0)
+    x = (
+        3 * torch.rand(N, C, T, V, M, generator=g) - 1.5
+    )  # float32 values where x ± eps rounds past eps
+    x_adv = ThreatModel(eps=EPS).project(x, x + 0.004 * torch.randn(x.shape, generator=g))
+    raw = sign_probe(x, x_adv - x, EPS)
+    assert ThreatModel(eps=EPS).check(x, raw)  # unprojected, the probe would be refused
+    y = torch.zeros(N, dtype=torch.long)
+    row = band_transfer(MeanModel(), x, y, x_adv, ThreatModel(eps=EPS), cutoff=2)
+    assert set(row["fooled"]) == set(PROBES)
+
+
+def test_a_generation_whose_ids_and_examples_differ_in_length_is_named(tmp_path):
+    (tmp_path / "cache").mkdir()
+    torch.save(
+        {"x_adv": torch.zeros(2, C, T, V, M), "ids": ["c0"], "config": json.dumps({})},
+        tmp_path / "cache" / "transfer-x.pt",
+    )
+    with pytest.raises(DataError, match="transfer-x.pt: .*ids and x_adv differ in length"):
+        generations(tmp_path)
+
+
+def test_the_command_prints_each_generation_against_each_victim(tmp_path, capsys):
+    from conftest import make_tiny_set
+
+    from robench.victim import build_victim
+    from robench.zoo.checkpoint import load_victim, save_victim
+
+    ds = make_tiny_set(n=24, t=16)
+    npz = ds.save(tmp_path / "tiny.npz")
+    save_victim(build_victim("stgcn", num_classes=3, width=4, depth=1), tmp_path / "v.pt")
+    test = ds.get_split("test")
+    threat = ThreatModel(eps=EPS)
+    g = torch.Generator().manual_seed(3)
+    x_adv = threat.project(test.x, test.x + EPS * torch.randn(test.x.shape, generator=g))
+    cfg = {
+        "dataset": {"name": str(npz), "split": "test", "fingerprint": ds.fingerprint()},
+        "threat": threat.to_dict(),
+        "surrogate": {"id": "sur"},
+        "attack": {"id": "atk"},
+    }
+    (tmp_path / "run" / "cache").mkdir(parents=True)
+    path = tmp_path / "run" / "cache" / "transfer-k.pt"
+    torch.save({"x_adv": x_adv, "ids": list(test.ids), "config": json.dumps(cfg)}, path)
+    argv = ["spectrum", str(tmp_path / "run"), "--victim", str(tmp_path / "v.pt"), "--cutoff", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = band_transfer(load_victim(tmp_path / "v.pt").eval(), test.x, test.y, x_adv, threat, 3)
+    cells = " | ".join(f"{100 * row['fooled'][p]:.1f}%" for p in PROBES)
+    assert out[0] == "| surrogate | attack | victim | n | low share | " + " | ".join(PROBES) + " |"
+    assert out[2] == (
+        f"| sur | atk | {tmp_path / 'v.pt'} | {row['n']} | {row['low_share']:.2f} | {cells} |"
+    )
+    cfg["dataset"]["fingerprint"] = "0" * 64  # made on another build of the set
+    torch.save({"x_adv": x_adv, "ids": list(test.ids), "config": json.dumps(cfg)}, path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "transfer-k.pt: made on another build" in err and err.count("\n") == 1
