@@ -441,3 +441,31 @@ def test_two_transfer_attacks_on_one_surrogate_keep_their_own_generations(tmp_pa
     assert not torch.equal(cached["transfer-ifgsm"]["x_adv"], cached["transfer-mifgsm"]["x_adv"])
     for name in by_attack:
         assert len(f[f["attack"] == name]) == len(victims) * 16
+
+
+class ThreadLogger(Attack):
+    """A deterministic white-box attack that logs the torch thread count of each worker it runs in."""
+
+    knowledge = Knowledge.WHITE_BOX
+    Config = _CountCfg
+
+    def run(self, access, x, y, threat, generator, target):
+        with open(self.config.log, "a") as f:
+            f.write(f"{torch.get_num_threads()}\n")
+        return x.clone()
+
+
+def test_spot_check_workers_are_single_threaded(tmp_path, victims):
+    """The main run gets the plan's thread count; both determinism spot-check runs get one thread
+    (a thread-parallel CPU reduction may round differently from one process to the next)."""
+    from robench.run.executor import prepare, run_plan
+
+    log = tmp_path / "threads.log"
+    with registered("test-thread-logger", ThreadLogger):
+        spec = {"name": "test-thread-logger", "params": {"log": str(log)}}
+        plan = prepare(load_benchmark(write_bench(tmp_path, victims[:1], [spec])), tmp_path / "s")
+        plan.threads = 3
+        store = run_plan(plan, 1, progress=False)
+        assert store.cells()["status"].tolist() == ["ok"]
+        store.close()
+    assert sorted(int(t) for t in log.read_text().split()) == [1, 1, 3]

@@ -56,6 +56,7 @@ from robench.run.checks import check_classes, check_threats
 from robench.run.defended import attacker_copy, defend_victim, reseed, zero_gradients
 from robench.run.judge import (
     SPOT_SAMPLES,
+    SPOT_THREADS,
     HarnessCompromised,
     check_stored_norms,
     compare_spot,
@@ -305,8 +306,12 @@ class Plan:
         shift = torch.randint(1, k, (len(self.ids),), generator=g).to(self.y.device)
         return (self.y + shift) % k
 
-    def _job(self, cell: Cell, attack: Any, models: list[_Model], idxs: list, target, seed: int):
-        """The worker job of ``cell``: batches ``idxs`` and exactly the cell's grant."""
+    def _job(
+        self, cell: Cell, attack: Any, models: list[_Model], idxs: list, target, seed: int,
+        threads: int | None = None,
+    ):  # fmt: skip
+        """The worker job of ``cell``: batches ``idxs`` and exactly the cell's grant, run with
+        ``threads`` torch threads (default: the harness's per-worker count)."""
         nobox = cell.knowledge is Knowledge.NO_BOX
         batches = [
             (
@@ -324,7 +329,7 @@ class Plan:
             seed=seed,
             device=str(self.device),
             batches=batches,
-            threads=self.threads,
+            threads=self.threads if threads is None else threads,
         )
         if cell.knowledge in (Knowledge.WHITE_BOX, Knowledge.TRANSFER):
             stream = derive_seed(cell.seed, (cell.gen_key or cell.key) + ":defense")
@@ -367,8 +372,8 @@ class Plan:
         if not type(attack).randomized and idxs:
             spot = [idxs[0][:SPOT_SAMPLES]]
             a, b = (
-                run_job(
-                    self._job(cell, attack, models, spot, target, s),
+                run_job(  # single-threaded: see SPOT_THREADS
+                    self._job(cell, attack, models, spot, target, s, SPOT_THREADS),
                     self._oracles(cell, attack, models[0], spot) if query else None,
                 )[0]
                 for s in (seed, derive_seed(seed, "spot-check"))
