@@ -447,15 +447,65 @@ def test_clustering_widens_the_interval_when_a_clips_pairs_agree():
     assert clustered_test(np.zeros(5), np.ones(5)) == (0.0, 1.0)
 
 
-def test_an_ensemble_has_no_units_in_common_with_single_surrogate_ifgsm():
-    cc = [1, 1]
+def test_an_ensemble_meets_single_surrogate_ifgsm_once_per_member():
+    """Ensemble u+w -> v on 4 clips (fools 0, 1, 2) against I-FGSM u -> v (fools 0) and w -> v
+    (fools 3): 8 units over 4 clips; b = {1, 2 vs u; 0, 1, 2 vs w} = 5, c = {3 vs w} = 1. The
+    diagonal victim u (a member of the ensemble) pairs with nothing."""
+    cc = [1] * 4
     tr = dict(knowledge="transfer")
     rows = [
-        cell_rows("r", "transfer-ifgsm", [1, 0], cc, surrogate="u", victim="v", **tr),
-        cell_rows("e", "ensemble", [1, 1], cc, surrogate="u+w", victim="v", **tr),
+        cell_rows("r-u", "transfer-ifgsm", [1, 0, 0, 0], cc, surrogate="u", victim="v", **tr),
+        cell_rows("r-w", "transfer-ifgsm", [0, 0, 0, 1], cc, surrogate="w", victim="v", **tr),
+        cell_rows("r-wu", "transfer-ifgsm", [1, 1, 1, 1], cc, surrogate="w", victim="u", **tr),
+        cell_rows("e", "ensemble", [1, 1, 1, 0], cc, surrogate="u+w", victim="v", **tr),
+        cell_rows("e-u", "ensemble", [1, 1, 1, 1], cc, surrogate="u+w", victim="u", **tr),
     ]
     mats = {m["attack"]: m for m in aggregate(frame(*rows))["transfer"]}
-    assert mats["ensemble"]["vs_reference"] is None
+    v = mats["ensemble"]["vs_reference"]
+    assert (v["n"], v["clips"], v["only_attack"], v["only_reference"]) == (8, 4, 5, 1)
+    assert v["attack_success"] == 6 / 8 and v["reference_success"] == 2 / 8
+    # and the reverse direction explodes the reference's side the same way
+    res = aggregate(frame(*rows), [["transfer-ifgsm", "ensemble"]])["comparisons"][0]["result"]
+    assert (res["n"], res["only_attack"], res["only_reference"]) == (8, 1, 5)
+    # two ensembles over the same surrogates pair unit for unit, without exploding
+    rows.append(cell_rows("s", "svre", [0, 0, 1, 1], cc, surrogate="u+w", victim="v", **tr))
+    res = aggregate(frame(*rows), [["svre", "ensemble"]])["comparisons"][0]["result"]
+    assert (res["n"], res["clips"], res["only_attack"], res["only_reference"]) == (4, 4, 1, 2)
+
+
+def test_declared_comparisons_follow_the_declaration_with_verdicts():
+    from robench.report.paired import ALPHA, verdict
+
+    n = 40
+    cc = [1] * n
+    tr = dict(knowledge="transfer", surrogate="u", victim="v")
+    fool = lambda idx: [1 if i in idx else 0 for i in range(n)]  # noqa: E731
+    rows = [
+        cell_rows("a", "tasar", fool(set(range(20))), cc, **tr),
+        cell_rows("b", "ba", fool(set(range(19))), cc, **tr),
+        cell_rows("c", "transfer-ifgsm", fool(set()), cc, **tr),
+        cell_rows("d", "mig", fool(set(range(1))), cc, **dict(tr, surrogate="x", victim="y")),
+    ]
+    out = aggregate(frame(*rows), [("tasar", "ba"), ("transfer-ifgsm", "ba"), ("mig", "ba")])
+    got = out["comparisons"]
+    assert [(c["attack"], c["reference"]) for c in got] == [
+        ("tasar", "ba"), ("transfer-ifgsm", "ba"), ("mig", "ba")
+    ]  # fmt: skip
+    assert all(c["threat"] == "linf-eps0.01m" for c in got)
+    one, two, none = (c["result"] for c in got)
+    assert (one["only_attack"], one["only_reference"]) == (1, 0)
+    assert verdict(one) == "not resolved"  # one clip: p = 1
+    assert (two["only_attack"], two["only_reference"]) == (0, 19) and two["p_value"] < ALPHA
+    assert verdict(two) == "reference > attack"
+    assert none is None and verdict(none) == "not resolved"  # mig shares no unit with ba
+    flipped = aggregate(frame(*rows), [("ba", "transfer-ifgsm")])["comparisons"][0]["result"]
+    assert verdict(flipped) == "attack > reference"
+    # the verdict needs both a small p and an interval on one side of zero
+    assert verdict({"p_value": 0.01, "ci": [-0.01, 0.2]}) == "not resolved"
+    assert verdict({"p_value": 0.2, "ci": [0.01, 0.2]}) == "not resolved"
+    assert verdict({"p_value": 0.049, "ci": [0.01, 0.2]}) == "attack > reference"
+    assert verdict({"p_value": 0.05, "ci": [0.01, 0.2]}) == "not resolved"
+    assert "comparisons" not in aggregate(frame(*rows))  # only when declared
 
 
 def test_mcnemar_p_values():

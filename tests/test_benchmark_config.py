@@ -65,6 +65,12 @@ def test_valid_file_round_trip(tmp_path, victim_pt):
     with pytest.raises(dataclasses.FrozenInstanceError):
         b.id = "x"  # type: ignore[misc]
     assert b.to_dict()["attacks"][1]["params"] == {"steps": 3}
+    assert b.comparisons == () and "comparisons" not in b.to_dict()
+    p = write(tmp_path, victim_pt, attacks=["transfer-ifgsm", "transfer-mifgsm"],
+              comparisons=[["transfer-mifgsm", "transfer-ifgsm"]])  # fmt: skip
+    b = load_benchmark(p)
+    assert b.comparisons == (("transfer-mifgsm", "transfer-ifgsm"),)
+    assert b.to_dict()["comparisons"] == [["transfer-mifgsm", "transfer-ifgsm"]]
 
 
 def test_relative_victim_path_resolves_against_the_yaml_file(tmp_path, victim_pt):
@@ -103,9 +109,26 @@ def test_relative_victim_path_resolves_against_the_yaml_file(tmp_path, victim_pt
         ({"colour": 1}, "unknown key 'colour'"),
         ({"id": _DROP}, "expected field 'id', got none in b.yaml"),
         ({"version": "one"}, "got str in b.yaml field 'version'"),
+        ({"comparisons": "tasar>ba"}, "got str in b.yaml field 'comparisons'"),
+        ({"comparisons": [["fgsm"]]}, "got list in b.yaml field 'comparisons[0]'"),
+        (
+            {"comparisons": [["fgsm", "transfer-ifgsm"]]},
+            "expected the id of a transfer attack of this benchmark (transfer-ifgsm, mi), "
+            "got 'fgsm' (did you mean 'transfer-ifgsm'?) in b.yaml field 'comparisons[0][0]'",
+        ),
+        ({"comparisons": [["mi", "transfer-ifgsn"]]}, "(did you mean 'transfer-ifgsm'?)"),
+        ({"comparisons": [["mi", 3]]}, "got int in b.yaml field 'comparisons[0][1]'"),
+        ({"comparisons": [["mi", "mi"]]}, "two different attacks, got 'mi' twice"),
+        (
+            {"comparisons": [["mi", "transfer-ifgsm"], ["mi", "transfer-ifgsm"]]},
+            "each pair once, got a repeat of ['mi', 'transfer-ifgsm'] in b.yaml field 'comparisons[1]'",
+        ),
     ],
 )
 def test_errors_name_file_and_field(tmp_path, victim_pt, fields, expected):
+    if "comparisons" in fields:  # two transfer attacks and a white-box one to compare
+        fields = {"attacks": ["fgsm", "transfer-ifgsm", {"name": "transfer-mifgsm", "id": "mi"}],
+                  **fields}  # fmt: skip
     p = write(tmp_path, victim_pt, **fields)
     with pytest.raises(ConfigError) as e:
         load_benchmark(p)

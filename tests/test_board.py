@@ -434,3 +434,50 @@ def test_board_ranks_transfer_attacks_with_paired_p_values():
     del tasar["vs_reference"]["difference"]
     with pytest.raises(DataError, match="difference"):
         validate_board(bad)
+
+
+def test_declared_comparisons_reach_the_board_with_their_verdicts():
+    n = 30
+    cc = [1] * n
+    fool = lambda idx: [1 if i in idx else 0 for i in range(n)]  # noqa: E731
+    tr = dict(knowledge="transfer", surrogate="u", victim="v")
+    rows = [
+        cell_rows("a", "tasar", fool(set(range(12))), cc, **tr),
+        cell_rows("b", "ba", fool(set(range(11))), cc, **tr),
+        cell_rows("r", "transfer-ifgsm", fool(set()), cc, **tr),
+    ]
+    df = frame(*rows)
+    assert "transfer_comparisons" not in build_board(df, cells_of(df), META)
+    meta = {**META, "comparisons": [["tasar", "ba"], ["ba", "transfer-ifgsm"], ["mig", "ba"]]}
+    board = build_board(df, cells_of(df), meta)
+    validate_board(board)
+    got = board["transfer_comparisons"]
+    assert [(c["attack"], c["reference"]) for c in got] == [
+        ("tasar", "ba"), ("ba", "transfer-ifgsm"), ("mig", "ba")
+    ]  # fmt: skip
+    md = render_markdown(board)
+    assert "declared comparisons" in md
+    lines = {ln.split("|")[1].strip() + ">" + ln.split("|")[2].strip(): ln
+             for ln in md.split("**declared comparisons**")[1].splitlines() if ln.startswith("| ")}  # fmt: skip
+    assert "| 40.0 | 36.7 | +3.3" in lines["tasar>ba"] and "not resolved" in lines["tasar>ba"]
+    assert "| 36.7 | 0.0 | +36.7" in lines["ba>transfer-ifgsm"]
+    assert "attack > reference" in lines["ba>transfer-ifgsm"] and "11 / 0" in lines["ba>transfer-ifgsm"]
+    assert "no units in common" in lines["mig>ba"]
+    # the McNemar p of 11 / 0 is 2/2^11 ~ 0.00098
+    assert "0.00098" in lines["ba>transfer-ifgsm"]
+    bad = copy.deepcopy(board)
+    bad["transfer_comparisons"][0]["result"]["attack_success"] = 0.9
+    with pytest.raises(DataError, match=r"transfer_comparisons\[0\].result.attack_success"):
+        validate_board(bad)
+    bad = copy.deepcopy(board)
+    bad["transfer_comparisons"][1]["result"]["reference"] = "tasar"
+    with pytest.raises(DataError, match=r"transfer_comparisons\[1\].result.reference"):
+        validate_board(bad)
+    bad = copy.deepcopy(board)
+    del bad["transfer_comparisons"][2]["attack"]
+    with pytest.raises(DataError, match=r"transfer_comparisons\[2\]"):
+        validate_board(bad)
+    bad = copy.deepcopy(board)
+    bad["transfer_comparisons"][0]["result"]["p_value"] = -1
+    with pytest.raises(DataError, match=r"transfer_comparisons\[0\].result.p_value"):
+        validate_board(bad)

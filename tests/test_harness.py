@@ -469,3 +469,23 @@ def test_spot_check_workers_are_single_threaded(tmp_path, victims):
         assert store.cells()["status"].tolist() == ["ok"]
         store.close()
     assert sorted(int(t) for t in log.read_text().split()) == [1, 1, 3]
+
+
+def test_declared_comparisons_travel_from_the_definition_to_the_board(tmp_path, victims):
+    from robench.cli import main
+    from robench.report.board import board_from_store, read_board
+
+    attacks = [{"name": "transfer-ifgsm", "params": {"steps": 2}},
+               {"name": "transfer-mifgsm", "params": {"steps": 2}}]  # fmt: skip
+    pairs = [["transfer-mifgsm", "transfer-ifgsm"]]
+    p = write_bench(tmp_path, victims, attacks, comparisons=pairs)
+    run_benchmark(load_benchmark(p), tmp_path / "r", progress=False).close()
+    meta = yaml.safe_load((tmp_path / "r" / "benchmark.json").read_text())
+    assert meta["comparisons"] == pairs and meta["board_meta"]["comparisons"] == pairs
+    (c,) = board_from_store(tmp_path / "r")["transfer_comparisons"]
+    assert (c["attack"], c["reference"]) == tuple(pairs[0]) and c["result"]["n"] > 0
+    # --definition takes the definition's own declarations: none here, so no comparisons
+    plain = write_bench(tmp_path, victims, attacks, name="plain.yaml")
+    args = ["board", str(tmp_path / "r"), "-o", str(tmp_path / "b"), "--definition", str(plain)]
+    assert main([*args, "-q"]) == 0
+    assert "transfer_comparisons" not in read_board(tmp_path / "b" / "board.json")

@@ -18,7 +18,8 @@ from robench.commands.options import out_option, quiet_option, write_board_notin
 @click.option(
     "--definition",
     default=None,
-    help="benchmark name or YAML: keep only the cells of this definition (drops stale cells)",
+    help="benchmark name or YAML: keep only the cells of this definition (drops stale cells) "
+    "and take its declared comparisons",
 )
 @quiet_option("print nothing but errors")
 def board_cmd(
@@ -32,13 +33,15 @@ def board_cmd(
     """
     from robench.report.board import board_from_store
 
-    keys = None
+    keys, meta = None, None
     if definition is not None:
         from robench.run.benchmark import load_benchmark
         from robench.run.harness import prepare
 
-        keys = {c.key for c in prepare(load_benchmark(definition), results_dir).cells}
-    board = board_from_store(results_dir, benchmark=benchmark, keys=keys)
+        bench = load_benchmark(definition)
+        keys = {c.key for c in prepare(bench, results_dir).cells}
+        meta = {"comparisons": [list(p) for p in bench.comparisons]}  # the definition's own
+    board = board_from_store(results_dir, meta, benchmark=benchmark, keys=keys)
     paths = write_board_noting_tracked(board, Path(out))
     if not quiet:
         n_flags = sum(len(e["flags"]) for e in board["entries"])

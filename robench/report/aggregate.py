@@ -36,15 +36,10 @@ Transfer matrices: for each (threat, transfer attack), surrogate x victim succes
 the eligible samples of every seed; ``diagonal`` lists the [row, column] pairs whose victim is
 (one of) the surrogate(s), and ``off_diagonal`` is the success rate pooled over every other pair (the
 transfer mean, which the diagonal never enters). ``vs_reference`` compares the attack with the
-reference transfer attack (:data:`TRANSFER_REFERENCE`, I-FGSM) on the same units: every off-diagonal
-(surrogate, victim, sample, seed) eligible in both attacks' cells (None when there are none, e.g. for
-an ensemble, whose surrogate set differs). With ``b`` the units only the attack fools and ``c`` those
-only the reference fools, ``difference`` = (b - c)/n. A clip enters once per surrogate → victim pair
-and seed and those units are correlated, so the interval and ``p_value`` are clustered by clip
-(:func:`clustered_test`: a cluster-robust standard error and a sign-flip randomisation test);
-``p_mcnemar`` is the exact McNemar test that treats every unit as independent (reported beside it;
-too small when the pairs of one clip agree). Paired on the same clips, the comparison resolves
-differences far smaller than two independent intervals. Eps curves: for threat models that differ only in eps (same
+reference transfer attack (I-FGSM) on the same (surrogate, victim, clip, seed) units, an ensemble
+once per member surrogate (:mod:`robench.report.paired`: the difference with an interval and a
+p-value clustered by clip, and the exact McNemar p; None when the two share no unit). Paired on the
+same clips, the comparison resolves differences far smaller than two independent intervals. Eps curves: for threat models that differ only in eps (same
 "family", i.e. the threat name with its ``eps`` field replaced by ``*``), robust accuracy against eps
 per (victim, defense, attack) and for the worst case.
 
@@ -67,13 +62,20 @@ import hashlib
 import json
 import math
 import re
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from robench.errors import DataError
+from robench.report.paired import (  # noqa: F401 - mcnemar_p and clustered_test re-exported
+    TRANSFER_REFERENCE,
+    clustered_test,
+    declared_comparisons,
+    mcnemar_p,
+    paired_comparison,
+    transfer_units,
+)
 from robench.run.metrics import wilson_interval
 
 ENTRY = ["victim", "defense", "threat"]
@@ -87,7 +89,6 @@ REQUIRED = (
     "adv_pred", "eligible", "success",
 )  # fmt: skip
 _BOOL = ("clean_correct", "eligible", "success")
-TRANSFER_REFERENCE = "transfer-ifgsm"
 _EPS_RE = re.compile(r"-eps[0-9.]+(?:e[+-]?[0-9]+)?(?:mm|cm|m|u)(?=-|$)")
 
 
@@ -280,12 +281,17 @@ def _num(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
+def aggregate(
+    frame: pd.DataFrame, comparisons: list[list[str]] | list[tuple[str, str]] | None = None
+) -> dict[str, Any]:
     """Aggregate an ok-only joined frame into ``{"entries", "transfer", "eps_curves"}`` (see module
-    docstring); entries sorted by (threat, victim, defense), attacks by key."""
+    docstring); entries sorted by (threat, victim, defense), attacks by key. With ``comparisons``
+    (declared ``(attack, reference)`` transfer pairs) also ``"comparisons"``:
+    :func:`robench.report.paired.declared_comparisons` of them."""
     df = prepare(frame)
     if df.empty:
-        return {"entries": [], "transfer": [], "eps_curves": []}
+        return {"entries": [], "transfer": [], "eps_curves": [],
+                **({"comparisons": []} if comparisons else {})}  # fmt: skip
     cells = cell_summary(df)
     clean = (
         df.groupby([*ENTRY, "sample_id"])["clean_correct"]
@@ -356,11 +362,14 @@ def aggregate(frame: pd.DataFrame) -> dict[str, Any]:
     curves = eps_curves(df, cells, entries)
     for e in entries.values():
         e["flags"].sort(key=lambda f: (f["code"], f["message"]))
-    return {
+    out = {
         "entries": list(entries.values()),
         "transfer": transfer_matrices(df),
         "eps_curves": curves,
     }
+    if comparisons:
+        out["comparisons"] = declared_comparisons(transfer_units(_transfer_rows(df)), comparisons)
+    return out
 
 
 def _kn(table: pd.DataFrame, key: tuple) -> tuple[int, int]:
@@ -414,18 +423,24 @@ def _worst_curves(
     return out
 
 
+def _transfer_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The transfer rows of a prepared frame, with ``target`` = the victim row (``victim+defense``
+    when defended)."""
+    tr = df[df["surrogate"] != ""]
+    return tr.assign(
+        target=tr["victim"].where(tr["defense"] == "none", tr["victim"] + "+" + tr["defense"])
+    )
+
+
 def transfer_matrices(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Per (threat, transfer attack): surrogate x victim success rate over the eligible samples.
 
     Victims with a defense are labelled ``victim+defense``. Returns dicts with ``threat``,
     ``attack``, ``surrogates`` (rows), ``victims`` (columns) and ``success_rate`` (rows x columns of
     ``{"value", "n", "ci"}`` or None where the pair was not run)."""
-    tr = df[df["surrogate"] != ""]
+    tr = _transfer_rows(df)
     if tr.empty:
         return []
-    tr = tr.assign(
-        target=tr["victim"].where(tr["defense"] == "none", tr["victim"] + "+" + tr["defense"])
-    )
     sums = tr.groupby(["threat", "attack", "surrogate", "target"], sort=True).agg(
         k=("success", "sum"), n=("eligible", "sum")
     )
@@ -459,85 +474,11 @@ def transfer_matrices(df: pd.DataFrame) -> list[dict[str, Any]]:
                 "off_diagonal": proportion(k_off, n_off),
             }
         )
-    units = tr[tr["eligible"] & ~tr["diagonal"]]
+    units = transfer_units(tr)
     for m in out:
         if m["attack"] != TRANSFER_REFERENCE:
             m["vs_reference"] = paired_comparison(units, m["threat"], m["attack"])
     return out
-
-
-def mcnemar_p(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value: the binomial test of min(b, c) in b + c trials at 1/2,
-    ``min(1, 2·Σ_{k ≤ min(b, c)} C(b + c, k) / 2^(b + c))`` in exact integer arithmetic."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
-    return min(1.0, float(Fraction(2 * tail, 2**n)))
-
-
-SIGN_FLIPS = 9999  # random sign vectors of the clip-clustered randomisation test
-
-
-def clustered_test(d: np.ndarray, m: np.ndarray) -> tuple[float, float]:
-    """Clip-clustered paired comparison of per-clip discordance ``d_i = b_i - c_i`` over ``m_i``
-    units (one clip appears under several surrogate → victim pairs and seeds; its units are not
-    independent). Returns ``(se, p)``: the cluster-robust standard error of
-    ``Δ = Σd/Σm``, ``se = sqrt(G/(G-1)·Σ(d_i - Δ·m_i)²)/Σm`` over G clips, and the two-sided p of a
-    sign-flip randomisation test (under H0 the attack and the reference are exchangeable within a
-    clip, so each d_i's sign is a fair coin): ``(1 + #{|Σ s_i d_i| ≥ |Σ d_i|})/(1 + R)``, R =
-    :data:`SIGN_FLIPS` sign vectors from a fixed seed (the board is deterministic)."""
-    g, total = len(d), float(m.sum())
-    if g == 0 or total == 0:
-        return 0.0, 1.0
-    diff = d.sum() / total
-    se = math.sqrt(g / max(g - 1, 1) * float(((d - diff * m) ** 2).sum())) / total
-    if not d.any():
-        return se, 1.0
-    signs = np.random.default_rng(0).integers(0, 2, size=(SIGN_FLIPS, g)) * 2 - 1
-    stat = np.abs(signs @ d)
-    p = (1 + int((stat >= abs(d.sum()) - 1e-9).sum())) / (1 + SIGN_FLIPS)
-    return se, p
-
-
-_UNIT = ["surrogate", "target", "sample_id", "seed"]
-
-
-def paired_comparison(
-    units: pd.DataFrame, threat: str, attack: str, reference: str = TRANSFER_REFERENCE
-) -> dict[str, Any] | None:
-    """``attack`` against ``reference`` under ``threat`` on their common eligible off-diagonal units
-    (rows of ``units``: threat, attack, surrogate, target, sample_id, seed, success); see the module
-    docstring. None when they share no unit (the reference was not run, or the attack uses another
-    surrogate set: an ensemble's surrogate ``a+b`` never equals the reference's ``a``)."""
-    sel = units[units["threat"] == threat]
-    ref = sel[sel["attack"] == reference].set_index(_UNIT)["success"]
-    att = sel[sel["attack"] == attack].set_index(_UNIT)["success"]
-    both = pd.concat([att.rename("a"), ref.rename("r")], axis=1, join="inner")
-    n = len(both)
-    if n == 0:
-        return None
-    only_a = both["a"] & ~both["r"]
-    only_r = ~both["a"] & both["r"]
-    b, c = int(only_a.sum()), int(only_r.sum())
-    diff = (b - c) / n
-    per_clip = (
-        pd.DataFrame({"d": only_a.astype(int) - only_r.astype(int), "m": 1}, index=both.index)
-        .groupby(level=["sample_id", "seed"], dropna=False)
-        .sum()
-    )
-    se, p_clip = clustered_test(per_clip["d"].to_numpy(float), per_clip["m"].to_numpy(float))
-    return {
-        "reference": reference,
-        "n": n,
-        "clips": len(per_clip),
-        "only_attack": b,
-        "only_reference": c,
-        "difference": diff,
-        "ci": [diff - 1.96 * se, diff + 1.96 * se],
-        "p_value": p_clip,
-        "p_mcnemar": mcnemar_p(b, c),
-    }
 
 
 def eps_curves(

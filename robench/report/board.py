@@ -37,10 +37,16 @@ value = k/n, ci = 95% Wilson score interval; n = 0 gives value null and ci [0, 1
                            (columns, ``victim+defense`` when defended), "success_rate": rows x columns
                            of P over the eligible samples, or null where not run, "diagonal":
                            [[row, column]] where the victim is (one of) the surrogate(s),
-                           "off_diagonal": P pooled over every other pair}``
+                           "off_diagonal": P pooled over every other pair, "vs_reference":
+                           the attack paired with I-FGSM on the same units, or null}``
 ``eps_curves``             list of ``{"family": threat without eps, "victim", "defense", "attack"
                            (attack key or "worst-case"), "points": [{"eps", "threat",
                            "robust_accuracy": P}] sorted by eps}`` (at least two eps values)
+``transfer_comparisons``   only on boards whose benchmark declares ``comparisons``: list, in
+                           declaration order per threat, of ``{"threat", "attack", "reference",
+                           "result"}``, result null when the two share no unit, else the paired
+                           comparison of ``vs_reference`` (:mod:`robench.report.paired`) plus
+                           ``attack_success`` / ``reference_success`` on the paired units
 ``defense_pairs``          only on boards with a defended row and its undefended base: list of
                            ``{"threat", "victim", "undefended", "attack" (key or "worst-case"),
                            "suite", "n", "defended_robust": P, "undefended_robust": P,
@@ -119,7 +125,8 @@ def build_board(
     including invalid/error cells. ``meta`` (every key optional, derived from the tables when
     absent): ``benchmark`` (id), ``benchmark_version``, ``description``, ``dataset`` (name),
     ``dataset_hash``, ``subset_hash``, ``subset_n``, ``subset_ids``, ``threat_models`` (the primary
-    ones, a list of ThreatModel dicts or names), ``runs`` (list of run dicts).
+    ones, a list of ThreatModel dicts or names), ``runs`` (list of run dicts), ``comparisons``
+    (the benchmark's declared ``[attack, reference]`` transfer pairs).
     """
     meta = dict(meta or {})
     cells = cells if cells is not None else pd.DataFrame(columns=["cell_key", "status"])
@@ -129,7 +136,7 @@ def build_board(
         ok = ok[ok["status"] == "ok"]
     if bad_keys and "cell_key" in ok.columns:
         ok = ok[~ok["cell_key"].isin(bad_keys)]
-    agg = aggregate(ok)
+    agg = aggregate(ok, meta.get("comparisons") or None)
     threats = _threat_models(ok, cells, meta)
     primary = {t["name"] for t in threats if t["primary"]}
     entries = []
@@ -159,6 +166,8 @@ def build_board(
         "attack_configs": _attack_configs(cells),
         "victims": dict(meta.get("victims") or {}),
     }
+    if "comparisons" in agg:  # only boards whose benchmark declares comparisons carry the key
+        board["transfer_comparisons"] = agg["comparisons"]
     pairs = defense_pairs(ok, board["victims"], primary)
     if pairs:  # only boards with a defended row and its undefended base carry the key
         board["defense_pairs"] = pairs

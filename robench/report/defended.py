@@ -21,7 +21,15 @@ from typing import Any
 import pandas as pd
 
 from robench.report.aggregate import WORST, mcnemar_p, prepare, proportion
-from robench.report.tables import Cell, Section, Table, prop_cell, threat_label, threat_of
+from robench.report.tables import (
+    Cell,
+    Section,
+    Table,
+    p_text,
+    prop_cell,
+    threat_label,
+    threat_of,
+)
 
 
 def undefended_bases(victims: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -88,11 +96,6 @@ def defense_pairs(
                     "difference": (b - c) / n, "p_mcnemar": mcnemar_p(b, c),
                 })  # fmt: skip
     return out
-
-
-def p_text(p: float) -> str:
-    """A p-value for the table; the board rounds to 6 decimals, so 0 reads ``< 1e-06``."""
-    return "< 1e-06" if p == 0 else f"{p:.2g}"
 
 
 def defense_section(board: dict[str, Any]) -> Section | None:

@@ -35,6 +35,7 @@ from robench.report.tables import (  # noqa: F401 - re-exported for html, figure
     family_label,
     fmt_prop,
     interval,
+    p_text,
     pct,
     prop_cell,
     threat_label,
@@ -129,8 +130,10 @@ def board_sections(board: dict[str, Any]) -> list[Section]:
         for kind in KNOWLEDGE_ORDER:
             if kind == "transfer":
                 mats = [t for t in board["transfer"] if t["threat"] == threat]
+                declared = [c for c in board.get("transfer_comparisons") or []
+                            if c["threat"] == threat]  # fmt: skip
                 if mats:
-                    out.append(_transfer_section(mats, label))
+                    out.append(_transfer_section(mats, label, declared))
                 continue
             cols = attack_columns(entries, kind)
             if cols:
@@ -242,15 +245,15 @@ def _comparison_table(mats: list[dict[str, Any]]) -> Table | None:
         v = t.get("vs_reference")
         if v is None:
             text = "reference" if t["attack"] == ref else "—"
-            why = "" if t["attack"] == ref else f"no units in common with {ref} (other surrogates)"
+            why = "" if t["attack"] == ref else f"no units in common with {ref}"
             paired = [Cell(text, cls="t", title=why), Cell(""), Cell(""), Cell("")]
         else:
             lo, hi = v["ci"]
             paired = [
                 Cell(f"{100 * v['difference']:+.1f}", f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
                      sort=v["difference"], title=f"{v['n']} paired units over {v['clips']} clips"),
-                Cell(f"{v['p_value']:.2g}", sort=v["p_value"]),
-                Cell(f"{v['p_mcnemar']:.2g}", sort=v["p_mcnemar"]),
+                Cell(p_text(v["p_value"]), sort=v["p_value"]),
+                Cell(p_text(v["p_mcnemar"]), sort=v["p_mcnemar"]),
                 Cell(f"{v['only_attack']} / {v['only_reference']}", sort=v["only_attack"]),
             ]  # fmt: skip
         rows.append([Cell(t["attack"], sort=t["attack"], cls="t"), prop_cell(t.get("off_diagonal")),
@@ -260,7 +263,7 @@ def _comparison_table(mats: list[dict[str, Any]]) -> Table | None:
         f"interval); Δ = success minus {ref}'s on the same (surrogate, victim, clip) units, with a "
         f"95% interval clustered by clip; p = sign-flip randomisation test clustered by clip; "
         f"McNemar = the exact test treating every unit as independent; b / c = units only this "
-        f"attack / only {ref} fools"
+        f"attack / only {ref} fools; an ensemble meets {ref} once per member surrogate"
     )
     return Table(
         "transfer attacks compared",
@@ -271,11 +274,51 @@ def _comparison_table(mats: list[dict[str, Any]]) -> Table | None:
     )
 
 
-def _transfer_section(mats: list[dict[str, Any]], label: str) -> Section:
+def _declared_table(comparisons: list[dict[str, Any]]) -> Table:
+    """The benchmark's declared (attack, reference) pairs, each with its paired result and verdict."""
+    from robench.report.paired import ALPHA, verdict
+
+    rows = []
+    for c in comparisons:
+        v = c["result"]
+        names = [Cell(c["attack"], sort=c["attack"], cls="t"),
+                 Cell(c["reference"], sort=c["reference"], cls="t")]  # fmt: skip
+        if v is None:
+            rows.append([*names, *(Cell("—", sort="") for _ in range(6)),
+                         Cell("no units in common", cls="t")])  # fmt: skip
+            continue
+        lo, hi = v["ci"]
+        rows.append([
+            *names,
+            Cell(pct(v["attack_success"]), sort=v["attack_success"]),
+            Cell(pct(v["reference_success"]), sort=v["reference_success"]),
+            Cell(f"{100 * v['difference']:+.1f}", f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                 sort=v["difference"], title=f"{v['n']} paired units over {v['clips']} clips"),
+            Cell(p_text(v["p_value"]), sort=v["p_value"]),
+            Cell(p_text(v["p_mcnemar"]), sort=v["p_mcnemar"]),
+            Cell(f"{v['only_attack']} / {v['only_reference']}", sort=v["only_attack"]),
+            Cell(verdict(v), sort=verdict(v), cls="t"),
+        ])  # fmt: skip
+    note = (
+        "pairs the benchmark declares (a paper's ordering, an attack against its ablations), each on "
+        "the units both attacks share; success on those units; Δ with its 95% interval and p "
+        "clustered by clip as above; verdict: attack > reference (or the reverse) when the "
+        f"clustered p < {ALPHA:g} and the interval excludes 0, else not resolved"
+    )
+    head = ["attack", "reference", "attack success", "reference success", "Δ (points)",
+            "p (clips)", "p (McNemar)", "b / c", "verdict"]  # fmt: skip
+    return Table("declared comparisons", head, rows, note=note, show_title=True, text_cols=2)
+
+
+def _transfer_section(
+    mats: list[dict[str, Any]], label: str, declared: list[dict[str, Any]] | None = None
+) -> Section:
     tables = []
     comparison = _comparison_table(mats)
     if comparison is not None:
         tables.append(comparison)
+    if declared:
+        tables.append(_declared_table(declared))
     for t in mats:
         diag = {tuple(rc) for rc in t.get("diagonal") or []}
         rows = []

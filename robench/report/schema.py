@@ -80,6 +80,28 @@ def _paired(p: Any, field: str) -> None:
     lo, hi = (_number(c, f"{field}.ci", None, None) for c in ci)
     if not lo <= diff <= hi:
         raise _fail(f"{field}.ci", "[lo, hi] around the difference", str(ci))
+    rates = {k: _number(p[k], f"{field}.{k}", 0.0, 1.0)
+             for k in ("attack_success", "reference_success") if k in p}  # fmt: skip
+    if len(rates) == 2:
+        n, b, c = counts["n"], counts["only_attack"], counts["only_reference"]
+        if abs(rates["attack_success"] - rates["reference_success"] - (b - c) / n) > 1e-5:
+            raise _fail(
+                f"{field}.attack_success",
+                "attack_success - reference_success = (only_attack - only_reference)/n",
+                rates["attack_success"],
+            )
+
+
+def _comparison(c: Any, field: str) -> None:
+    """A declared comparison: threat, attack and reference names, and a paired result or null."""
+    c = _obj(c, field)
+    for k in ("threat", "attack", "reference"):
+        _str(_req(c, k, field), f"{field}.{k}")
+    res = _req(c, "result", field)
+    if res is not None:
+        _paired(res, f"{field}.result")
+        if res["reference"] != c["reference"]:
+            raise _fail(f"{field}.result.reference", repr(c["reference"]), res["reference"])
 
 
 def _defense_pair(p: Any, field: str) -> None:
@@ -243,6 +265,8 @@ def validate_board(d: Any) -> None:
             _prop(
                 _req(p, "robust_accuracy", f"{f}.points[{j}]"), f"{f}.points[{j}].robust_accuracy"
             )
+    for i, c in enumerate(_list(d.get("transfer_comparisons", []), "transfer_comparisons")):
+        _comparison(c, f"transfer_comparisons[{i}]")
     for i, p in enumerate(_list(d.get("defense_pairs", []), "defense_pairs")):
         _defense_pair(p, f"defense_pairs[{i}]")
     for i, c in enumerate(_list(_req(d, "invalid_cells", ""), "invalid_cells")):

@@ -50,6 +50,11 @@ class Section:
 # ---------------------------------------------------------------------- formatting helpers
 
 
+def p_text(p: float) -> str:
+    """A p-value for a table; the board rounds to 6 decimals, so 0 reads ``< 1e-06``."""
+    return "< 1e-06" if p == 0 else f"{p:.2g}"
+
+
 def pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 

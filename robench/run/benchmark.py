@@ -24,6 +24,8 @@ A benchmark names everything one matrix of cells depends on::
                                     # split for transfer (labelled) and no-box (unlabelled) attacks
     seeds: [0]
     batch_size: 64
+    comparisons:                    # declared paired comparisons of transfer attacks (by id):
+      - [tasar, ba]                 # [attack, reference], each with a verdict on the board
 
 Every error a user can make raises a one-line :class:`~robench.errors.ConfigError` naming the file
 and the field ("expected a list of victim names, got int in quick.yaml field 'victims'"); unknown
@@ -64,6 +66,7 @@ _TOP_FIELDS = (
     "attacker_data",
     "seeds",
     "batch_size",
+    "comparisons",
 )
 _SYNTH_OPTIONS = ("seed", "n_train", "n_test", "num_frames")
 _THREAT_FIELDS = (
@@ -188,6 +191,7 @@ def parse_benchmark(
         surrogates = tuple(VictimSpec(id=v.id, source=v.source) for v in victims)
     if any(a.knowledge is Knowledge.TRANSFER for a in attacks) and not surrogates:
         raise c.err("at least one surrogate for the transfer attacks", "[]", "surrogates", raw=True)
+    comparisons = _comparisons(c, data.get("comparisons"), attacks)
     return Benchmark(
         id=bid,
         version=version,
@@ -203,7 +207,40 @@ def parse_benchmark(
         batch_size=batch_size,
         description=description.strip(),
         source=source,
+        comparisons=comparisons,
     )
+
+
+def _comparisons(c: _Ctx, raw: Any, attacks: tuple[AttackSpec, ...]) -> tuple[tuple[str, str], ...]:
+    """``comparisons``: a list of ``[attack, reference]`` pairs of distinct transfer attack ids of
+    this benchmark (the board pairs each on the clips both share, with a verdict)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise c.err("a list of [attack, reference] pairs", raw, "comparisons")
+    transfer = [a.id for a in attacks if a.knowledge is Knowledge.TRANSFER]
+    out: list[tuple[str, str]] = []
+    for i, item in enumerate(raw):
+        f = f"comparisons[{i}]"
+        if not isinstance(item, list) or len(item) != 2:
+            raise c.err("an [attack, reference] pair of attack ids", item, f)
+        pair = tuple(c.str_(v, f"{f}[{j}]") for j, v in enumerate(item))
+        for j, name in enumerate(pair):
+            if name not in transfer:
+                close = suggest(name, transfer)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise c.err(
+                    f"the id of a transfer attack of this benchmark ({', '.join(transfer) or 'none'})",
+                    f"{name!r}{hint}",
+                    f"{f}[{j}]",
+                    raw=True,
+                )
+        if pair[0] == pair[1]:
+            raise c.err("two different attacks", f"{pair[0]!r} twice", f, raw=True)
+        if pair in out:
+            raise c.err("each pair once", f"a repeat of {list(pair)}", f, raw=True)
+        out.append((pair[0], pair[1]))
+    return tuple(out)
 
 
 def _dataset(c: _Ctx, d: Any, base_dir: Path | None) -> DatasetSpec:

@@ -549,6 +549,7 @@ def board_meta(plan: Plan) -> dict[str, Any]:
         "subset_n": len(plan.ids),
         "threat_models": [t.to_dict() for t in b.threats],
         "victims": {v.key: victim_provenance(v.source, v.defense) for v in b.victims},
+        **({"comparisons": [list(p) for p in b.comparisons]} if b.comparisons else {}),
     }
 
 

@@ -166,6 +166,7 @@ class Benchmark:
     batch_size: int = 64
     description: str = ""
     source: str = ""
+    comparisons: tuple[tuple[str, str], ...] = ()  # declared (attack, reference) transfer pairs
 
     def threats_for(self, attack: AttackSpec) -> tuple[ThreatModel, ...]:
         """The threat models ``attack`` runs under: the primary ones, or its eps sweep over them."""
@@ -221,4 +222,5 @@ class Benchmark:
             "attacker_data": {"n": self.attacker_data.n, "seed": self.attacker_data.seed},
             "seeds": list(self.seeds),
             "batch_size": self.batch_size,
+            **({"comparisons": [list(p) for p in self.comparisons]} if self.comparisons else {}),
         }
