@@ -461,7 +461,10 @@ def test_declared_comparisons_reach_the_board_with_their_verdicts():
              for ln in md.split("**declared comparisons**")[1].splitlines() if ln.startswith("| ")}  # fmt: skip
     assert "| 40.0 | 36.7 | +3.3" in lines["tasar>ba"] and "not resolved" in lines["tasar>ba"]
     assert "| 36.7 | 0.0 | +36.7" in lines["ba>transfer-ifgsm"]
-    assert "attack > reference" in lines["ba>transfer-ifgsm"] and "11 / 0" in lines["ba>transfer-ifgsm"]
+    assert (
+        "attack > reference" in lines["ba>transfer-ifgsm"]
+        and "11 / 0" in lines["ba>transfer-ifgsm"]
+    )
     assert "no units in common" in lines["mig>ba"]
     # the McNemar p of 11 / 0 is 2/2^11 ~ 0.00098
     assert "0.00098" in lines["ba>transfer-ifgsm"]
