@@ -231,3 +231,10 @@ def test_every_builtin_benchmark_loads_or_waits_only_for_a_planned_checkpoint(na
         assert planned and any(f"got {n!r}" in str(e) for n in planned), str(e)
         return
     assert b.id == name and b.victims and b.attacks
+
+
+def test_the_default_world_is_synth_ntu60(tmp_path, victim_pt):
+    b = load_benchmark(write(tmp_path, victim_pt, dataset=_DROP))
+    assert b.dataset.name == "synth-ntu60" and b.dataset.path is None
+    b = load_benchmark(write(tmp_path, victim_pt, dataset={"seed": 3}))
+    assert (b.dataset.name, b.dataset.seed) == ("synth-ntu60", 3)

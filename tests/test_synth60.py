@@ -220,6 +220,13 @@ def test_trained_on_names_the_world_and_refuses_a_file(tmp_path):
     assert trained_on("stgcn.synth_ntu25") == "synth-ntu25"
 
 
+def test_robench_train_defaults_to_the_default_world():
+    from robench.commands.zoo import train_cmd
+
+    (opt,) = [p for p in train_cmd.params if p.name == "dataset"]
+    assert opt.default == "synth-ntu60"
+
+
 def test_zoo_build_trains_the_named_entries_or_a_worlds(tmp_path, monkeypatch):
     from robench.cli import main
     from robench.commands import zoo as zoo_cmd

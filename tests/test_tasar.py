@@ -266,3 +266,13 @@ def test_prepare_command_builds_what_the_attack_then_loads(kind, tmp_path, monke
     x_adv = attack(access, test.x, test.y, ThreatModel(eps=0.01), torch.Generator().manual_seed(0))
     assert ThreatModel(eps=0.01).check(test.x, x_adv) == []
     assert main(["prepare", kind, "--surrogate", str(tmp_path / "s.pt"), "--set", "nonsense"]) == 2
+
+
+def test_prepare_defaults_to_the_data_the_surrogate_was_trained_on(tmp_path, capsys):
+    from robench.cli import main
+
+    argv = ["prepare", "ba", "--surrogate", "stgcn.synth_ntu25", "--n-train", "16", "--n-test", "16",
+            "--cache-dir", str(tmp_path), "--quiet", "--set", "post_steps=1", "--set", "snapshots=1",
+            "--set", "batch_size=8"]  # fmt: skip
+    assert main(argv) == 0
+    assert "on synth-ntu25 train (16 clips)" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from robench.run.oneoff import format_summary, run_one_off, trained_on, trained_
     type=float,
     default=0.01,
     show_default=True,
-    help="radius in data units (metres for synth-ntu25)",
+    help="radius in data units (metres for the synth worlds and NTU)",
 )
 @click.option(
     "--steps", type=int, default=None, help="iteration count (the attack's steps/iterations field)"

@@ -32,15 +32,17 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
     return out
 
 
-def _prepare(kind: str, surrogate: str, dataset: str, seed: int, n_train: int | None, n_test: int | None,
+def _prepare(kind: str, surrogate: str, dataset: str | None, seed: int, n_train: int | None, n_test: int | None,
              cache_dir: str | None, sets: tuple[str, ...], quiet: bool) -> None:  # fmt: skip
     from robench.attack import ATTACKS
     from robench.data import open_dataset
     from robench.ops import artifacts, posterior
+    from robench.run.oneoff import trained_on
     from robench.zoo import create_victim
 
     attack = ATTACKS.get(kind)(**_overrides(sets))  # user errors before any expensive work
     model = create_victim(surrogate).eval()
+    dataset = dataset or trained_on(surrogate)
     options = {} if dataset.endswith(".npz") else {"seed": seed}
     if n_train is not None:
         options["n_train"] = n_train
@@ -78,13 +80,12 @@ def _common(fn):  # noqa: ANN001, ANN202
             click.option(
                 "--surrogate",
                 required=True,
-                help="zoo name (stgcn.synth_ntu25), arch, or .pt checkpoint",
+                help="zoo name (stgcn.synth_ntu60), arch, or .pt checkpoint",
             ),
             click.option(
                 "--dataset",
-                default="synth-ntu25",
-                show_default=True,
-                help="built-in name or .npz path",
+                default=None,
+                help="built-in name or .npz path (default: the data set SURROGATE was trained on)",
             ),
             click.option(
                 "--seed",

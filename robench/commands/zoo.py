@@ -20,7 +20,7 @@ def _weights_name(dataset: str) -> str:
 @click.command("train")
 @click.argument("victim")
 @click.option(
-    "--dataset", default="synth-ntu25", show_default=True, help="built-in name or .npz path"
+    "--dataset", default="synth-ntu60", show_default=True, help="built-in name or .npz path"
 )
 @click.option("--epochs", type=int, default=None, help="default: the zoo recipe's")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -1,4 +1,7 @@
-"""``synth-ntu25``: the embedded default data set, a procedural generator of human actions.
+"""``synth-ntu25`` (the HDM05-like regime) and the generator both embedded worlds share.
+
+``synth-ntu60`` (:mod:`robench.data.synth_gestures`), the embedded default world of the benchmarks
+and commands, adds NTU-60's fine-grained classes to this generator.
 
 Clips of 16 actions (12 single-person, 4 two-person interactions, :data:`CLASS_NAMES`) on the NTU-25
 (Kinect v2) skeleton, in metres at 30 fps, shaped like the CTR-GCN NTU arrays: (N, 3, T, 25, 2),

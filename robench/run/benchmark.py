@@ -5,7 +5,8 @@ A benchmark names everything one matrix of cells depends on::
     id: quick                       # board / results folder name
     version: 1                      # bump when the definition changes meaning
     description: ...
-    dataset: {name: synth-ntu25, seed: 0, n_train: 480, n_test: 240}   # or {path: data.npz}
+    dataset: {name: synth-ntu60, seed: 0, n_train: 480, n_test: 240}   # or {path: data.npz};
+                                    # default: the embedded default world, synth-ntu60
     split: test                     # the split attacked (default "test")
     subset: {n: 96, seed: 0}        # first n ids of a seeded permutation of the split (n: null = all)
     victims:                        # zoo names or .pt checkpoints (relative to the YAML file)
@@ -170,7 +171,7 @@ def parse_benchmark(
     description = data.get("description", "") or ""
     if not isinstance(description, str):
         raise c.err("a string", description, "description")
-    dataset = _dataset(c, data.get("dataset", {"name": "synth-ntu25"}), base_dir)
+    dataset = _dataset(c, data.get("dataset", {"name": "synth-ntu60"}), base_dir)
     split = c.str_(data.get("split", "test"), "split")
     subset = _subset(c, data.get("subset", {}), "subset")
     victims = _victims(c, data["victims"], "victims", base_dir)
@@ -259,7 +260,7 @@ def _dataset(c: _Ctx, d: Any, base_dir: Path | None) -> DatasetSpec:
             )
         p = _resolve_path(c, d["path"], "dataset.path", base_dir, ".npz")
         return DatasetSpec(name=Path(p).stem, path=p)
-    name = c.str_(d.get("name", "synth-ntu25"), "dataset.name")
+    name = c.str_(d.get("name", "synth-ntu60"), "dataset.name")
     from robench.data import BUILTIN_DATASETS
 
     if name not in BUILTIN_DATASETS:

@@ -45,7 +45,7 @@ def _thaw(value: Any) -> Any:
 class DatasetSpec:
     """Either a built-in generated set (``name``, ``seed`` and generator ``options``) or a ``path``."""
 
-    name: str = "synth-ntu25"
+    name: str = "synth-ntu60"
     path: str | None = None
     seed: int = 0
     options: tuple[tuple[str, int], ...] = ()
