@@ -525,3 +525,10 @@ def test_no_reference_run_means_no_paired_comparison():
     rows = [cell_rows("a", "tasar", [1, 0], cc, knowledge="transfer", surrogate="u", victim="v")]
     (m,) = aggregate(frame(*rows))["transfer"]
     assert m["vs_reference"] is None
+
+
+def test_a_clustered_p_at_its_floor_reads_as_a_bound():
+    from robench.report.paired import SIGN_FLIPS, clustered_p_text
+
+    assert clustered_p_text(1 / (1 + SIGN_FLIPS)) == "≤ 0.0001"
+    assert clustered_p_text(0.0002) == "0.0002" and clustered_p_text(0.47) == "0.47"

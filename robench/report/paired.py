@@ -69,6 +69,13 @@ def clustered_test(d: np.ndarray, m: np.ndarray) -> tuple[float, float]:
     return se, p
 
 
+def clustered_p_text(p: float) -> str:
+    """The clustered p for a table: at its floor ``1/(1 + SIGN_FLIPS)`` no sign vector reached the
+    observed sum, so the test says only ``p ≤ 1/(1 + R)``."""
+    floor = 1 / (1 + SIGN_FLIPS)
+    return f"≤ {floor:.2g}" if p <= floor + 1e-9 else f"{p:.2g}"
+
+
 def transfer_units(tr: pd.DataFrame) -> pd.DataFrame:
     """The units of the transfer rows ``tr`` (a prepared frame with a ``target`` column): eligible
     and off-diagonal."""

@@ -26,6 +26,7 @@ import json
 from typing import Any
 
 from robench.report.aggregate import KNOWLEDGE_ORDER, STAT_KEYS
+from robench.report.paired import clustered_p_text
 from robench.report.tables import (  # noqa: F401 - re-exported for html, figures and plugins
     Cell,
     Section,
@@ -252,7 +253,7 @@ def _comparison_table(mats: list[dict[str, Any]]) -> Table | None:
             paired = [
                 Cell(f"{100 * v['difference']:+.1f}", f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
                      sort=v["difference"], title=f"{v['n']} paired units over {v['clips']} clips"),
-                Cell(p_text(v["p_value"]), sort=v["p_value"]),
+                Cell(clustered_p_text(v["p_value"]), sort=v["p_value"]),
                 Cell(p_text(v["p_mcnemar"]), sort=v["p_mcnemar"]),
                 Cell(f"{v['only_attack']} / {v['only_reference']}", sort=v["only_attack"]),
             ]  # fmt: skip
@@ -294,7 +295,7 @@ def _declared_table(comparisons: list[dict[str, Any]]) -> Table:
             Cell(pct(v["reference_success"]), sort=v["reference_success"]),
             Cell(f"{100 * v['difference']:+.1f}", f"[{100 * lo:+.1f}, {100 * hi:+.1f}]",
                  sort=v["difference"], title=f"{v['n']} paired units over {v['clips']} clips"),
-            Cell(p_text(v["p_value"]), sort=v["p_value"]),
+            Cell(clustered_p_text(v["p_value"]), sort=v["p_value"]),
             Cell(p_text(v["p_mcnemar"]), sort=v["p_mcnemar"]),
             Cell(f"{v['only_attack']} / {v['only_reference']}", sort=v["only_attack"]),
             Cell(verdict(v), sort=verdict(v), cls="t"),
