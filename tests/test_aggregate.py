@@ -532,3 +532,49 @@ def test_a_clustered_p_at_its_floor_reads_as_a_bound():
 
     assert clustered_p_text(1 / (1 + SIGN_FLIPS)) == "≤ 0.0001"
     assert clustered_p_text(0.0002) == "0.0002" and clustered_p_text(0.47) == "0.47"
+
+
+def test_paired_comparisons_cluster_every_seed_of_a_clip_together():
+    """Two seeds of the same four clips: 8 units but 4 clusters (a clip's seeds are correlated)."""
+    cc = [1] * 4
+    tr = dict(knowledge="transfer", surrogate="u", victim="v")
+    rows = []
+    for seed in (0, 1):
+        rows.append(cell_rows(f"r{seed}", "transfer-ifgsm", [0, 0, 0, 0], cc, seed=seed, **tr))
+        rows.append(cell_rows(f"a{seed}", "tasar", [1, 1, 0, 0], cc, seed=seed, **tr))
+    v = {m["attack"]: m for m in aggregate(frame(*rows))["transfer"]}["tasar"]["vs_reference"]
+    assert (v["n"], v["clips"], v["only_attack"]) == (8, 4, 4)
+    # per clip d = (2, 2, 0, 0), m = 2: se = sqrt(4/3 * (1 + 1 + 1 + 1)) / 8
+    assert v["ci"][1] - v["difference"] == pytest.approx(1.96 * math.sqrt(4 / 3 * 4) / 8)
+
+
+def test_two_outcomes_for_one_unit_are_refused_not_joined():
+    """An attack with an ensemble cell u+w and a stale single cell u: exploding the ensemble would
+    give unit (u, v, clip) two outcomes."""
+    cc = [1, 1]
+    tr = dict(knowledge="transfer", victim="v")
+    rows = [
+        cell_rows("r", "transfer-ifgsm", [1, 0], cc, surrogate="u", **tr),
+        cell_rows("e", "ensemble", [1, 1], cc, surrogate="u+w", **tr),
+        cell_rows("e-old", "ensemble", [0, 0], cc, surrogate="u", **tr),
+    ]
+    with pytest.raises(DataError, match="attack 'ensemble'.*--definition"):
+        aggregate(frame(*rows))
+
+
+def test_declared_comparisons_come_per_threat_and_exist_on_an_empty_frame():
+    cc = [1, 1]
+    rows = []
+    for t, e in (("linf-eps0.02m", 0.02), ("linf-eps0.01m", 0.01)):
+        for a in ("tasar", "ba"):
+            rows.append(cell_rows(f"{a}{t}", a, [1, 0], cc, knowledge="transfer", surrogate="u",
+                                  victim="v", threat=t, eps=e))  # fmt: skip
+    got = aggregate(frame(*rows), [["tasar", "ba"], ["ba", "tasar"]])["comparisons"]
+    assert [(c["threat"], c["attack"]) for c in got] == [
+        ("linf-eps0.01m", "tasar"), ("linf-eps0.01m", "ba"),
+        ("linf-eps0.02m", "tasar"), ("linf-eps0.02m", "ba"),
+    ]  # fmt: skip
+    assert all(c["verdict"] == "not resolved" for c in got)
+    empty = frame(*rows).iloc[0:0]
+    assert aggregate(empty, [["tasar", "ba"]])["comparisons"] == []
+    assert "comparisons" not in aggregate(empty)

@@ -110,7 +110,8 @@ def test_relative_victim_path_resolves_against_the_yaml_file(tmp_path, victim_pt
         ({"id": _DROP}, "expected field 'id', got none in b.yaml"),
         ({"version": "one"}, "got str in b.yaml field 'version'"),
         ({"comparisons": "tasar>ba"}, "got str in b.yaml field 'comparisons'"),
-        ({"comparisons": [["fgsm"]]}, "got list in b.yaml field 'comparisons[0]'"),
+        ({"comparisons": [["fgsm"]]}, "got a list of 1 in b.yaml field 'comparisons[0]'"),
+        ({"comparisons": ["fgsm"]}, "got str in b.yaml field 'comparisons[0]'"),
         (
             {"comparisons": [["fgsm", "transfer-ifgsm"]]},
             "expected the id of a transfer attack of this benchmark (transfer-ifgsm, mi), "

@@ -445,15 +445,18 @@ def test_declared_comparisons_reach_the_board_with_their_verdicts():
         cell_rows("a", "tasar", fool(set(range(12))), cc, **tr),
         cell_rows("b", "ba", fool(set(range(11))), cc, **tr),
         cell_rows("r", "transfer-ifgsm", fool(set()), cc, **tr),
+        cell_rows("m", "transfer-mifgsm", fool(set(range(25))), cc, **tr),
     ]
     df = frame(*rows)
     assert "transfer_comparisons" not in build_board(df, cells_of(df), META)
-    meta = {**META, "comparisons": [["tasar", "ba"], ["ba", "transfer-ifgsm"], ["mig", "ba"]]}
+    meta = {**META, "comparisons": [["tasar", "ba"], ["ba", "transfer-ifgsm"], ["mig", "ba"],
+                                    ["transfer-mifgsm", "transfer-ifgsm"]]}  # fmt: skip
     board = build_board(df, cells_of(df), meta)
     validate_board(board)
     got = board["transfer_comparisons"]
     assert [(c["attack"], c["reference"]) for c in got] == [
-        ("tasar", "ba"), ("ba", "transfer-ifgsm"), ("mig", "ba")
+        ("tasar", "ba"), ("ba", "transfer-ifgsm"), ("mig", "ba"),
+        ("transfer-mifgsm", "transfer-ifgsm"),
     ]  # fmt: skip
     md = render_markdown(board)
     assert "declared comparisons" in md
@@ -465,11 +468,23 @@ def test_declared_comparisons_reach_the_board_with_their_verdicts():
         "attack > reference" in lines["ba>transfer-ifgsm"]
         and "11 / 0" in lines["ba>transfer-ifgsm"]
     )
-    assert "no units in common" in lines["mig>ba"]
+    assert "not resolved: no units in common" in lines["mig>ba"]
+    assert [c["verdict"] for c in got] == [
+        "not resolved", "attack > reference", "not resolved", "attack > reference"
+    ]  # fmt: skip
+    # MI-FGSM fools 25 clips the reference does not and nothing else: none of the 9,999 sign
+    # vectors reaches 25, so the clustered p sits at its floor, printed as the bound it is in both
+    # tables (11 such clips leave p = 0.0008, above the floor)
+    assert "≤ 0.0001" in lines["transfer-mifgsm>transfer-ifgsm"]
+    assert "| 0.0008 |" in lines["ba>transfer-ifgsm"]
+    ranked = md.split("**transfer attacks compared**")[1].split("**declared comparisons**")[0]
+    assert "≤ 0.0001" in next(
+        ln for ln in ranked.splitlines() if ln.startswith("| transfer-mifgsm |")
+    )
     # the McNemar p of 11 / 0 is 2/2^11 ~ 0.00098
     assert "0.00098" in lines["ba>transfer-ifgsm"]
     bad = copy.deepcopy(board)
-    bad["transfer_comparisons"][0]["result"]["attack_success"] = 0.9
+    bad["transfer_comparisons"][0]["result"]["attack_success"] = 0.0  # below the 1/30 only it fools
     with pytest.raises(DataError, match=r"transfer_comparisons\[0\].result.attack_success"):
         validate_board(bad)
     bad = copy.deepcopy(board)
@@ -483,4 +498,25 @@ def test_declared_comparisons_reach_the_board_with_their_verdicts():
     bad = copy.deepcopy(board)
     bad["transfer_comparisons"][0]["result"]["p_value"] = -1
     with pytest.raises(DataError, match=r"transfer_comparisons\[0\].result.p_value"):
+        validate_board(bad)
+    cases = [
+        # a difference that is not (b - c)/n, even inside a matching interval
+        (lambda r: r.update(difference=0.5, ci=[0.4, 0.6]), r"\[1\].result.difference"),
+        (lambda r: r.pop("attack_success"), r"\[1\].result"),
+        (lambda r: r.update(reference_success=0.5), r"\[1\].result.reference_success"),
+        (lambda r: r.update(attack_success=0.2, reference_success=0.2 - 11 / 30),
+         r"\[1\].result.reference_success"),
+    ]  # fmt: skip
+    for mutate, field in cases:
+        bad = copy.deepcopy(board)
+        mutate(bad["transfer_comparisons"][1]["result"])
+        with pytest.raises(DataError, match=r"transfer_comparisons" + field):
+            validate_board(bad)
+    bad = copy.deepcopy(board)
+    bad["transfer_comparisons"][1]["verdict"] = "not resolved"  # the result says otherwise
+    with pytest.raises(DataError, match=r"transfer_comparisons\[1\].verdict"):
+        validate_board(bad)
+    bad = copy.deepcopy(board)
+    bad["transfer_comparisons"][2]["threat"] = "linf-eps0.05m"
+    with pytest.raises(DataError, match=r"transfer_comparisons\[2\].threat"):
         validate_board(bad)

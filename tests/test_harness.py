@@ -484,8 +484,14 @@ def test_declared_comparisons_travel_from_the_definition_to_the_board(tmp_path, 
     assert meta["comparisons"] == pairs and meta["board_meta"]["comparisons"] == pairs
     (c,) = board_from_store(tmp_path / "r")["transfer_comparisons"]
     assert (c["attack"], c["reference"]) == tuple(pairs[0]) and c["result"]["n"] > 0
-    # --definition takes the definition's own declarations: none here, so no comparisons
+    # --definition takes the definition's own declarations over the stored ones: none, or others
     plain = write_bench(tmp_path, victims, attacks, name="plain.yaml")
     args = ["board", str(tmp_path / "r"), "-o", str(tmp_path / "b"), "--definition", str(plain)]
     assert main([*args, "-q"]) == 0
     assert "transfer_comparisons" not in read_board(tmp_path / "b" / "board.json")
+    other = write_bench(tmp_path, victims, attacks, name="other.yaml",
+                        comparisons=[["transfer-ifgsm", "transfer-mifgsm"]])  # fmt: skip
+    args = ["board", str(tmp_path / "r"), "-o", str(tmp_path / "c"), "--definition", str(other)]
+    assert main([*args, "-q"]) == 0
+    (c,) = read_board(tmp_path / "c" / "board.json")["transfer_comparisons"]
+    assert (c["attack"], c["reference"]) == ("transfer-ifgsm", "transfer-mifgsm")

@@ -222,9 +222,13 @@ def test_trained_on_names_the_world_and_refuses_a_file(tmp_path):
 
 def test_robench_train_defaults_to_the_default_world():
     from robench.commands.zoo import train_cmd
+    from robench.data import DEFAULT_WORLD
+    from robench.run.oneoff import trained_on
+    from robench.run.spec import DatasetSpec
 
     (opt,) = [p for p in train_cmd.params if p.name == "dataset"]
-    assert opt.default == "synth-ntu60"
+    assert DEFAULT_WORLD == "synth-ntu60" == opt.default == DatasetSpec().name
+    assert trained_on("stgcn") == "synth-ntu60"  # a bare architecture: nothing trained yet
 
 
 def test_zoo_build_trains_the_named_entries_or_a_worlds(tmp_path, monkeypatch):

@@ -271,8 +271,10 @@ def test_prepare_command_builds_what_the_attack_then_loads(kind, tmp_path, monke
 def test_prepare_defaults_to_the_data_the_surrogate_was_trained_on(tmp_path, capsys):
     from robench.cli import main
 
-    argv = ["prepare", "ba", "--surrogate", "stgcn.synth_ntu25", "--n-train", "16", "--n-test", "16",
-            "--cache-dir", str(tmp_path), "--quiet", "--set", "post_steps=1", "--set", "snapshots=1",
-            "--set", "batch_size=8"]  # fmt: skip
-    assert main(argv) == 0
-    assert "on synth-ntu25 train (16 clips)" in capsys.readouterr().out
+    for name, world, n in (("stgcn.synth_ntu60", "synth-ntu60", 60),
+                           ("stgcn.synth_ntu25", "synth-ntu25", 16)):  # fmt: skip
+        argv = ["prepare", "ba", "--surrogate", name, "--n-train", str(n), "--n-test", "60",
+                "--cache-dir", str(tmp_path), "--quiet", "--set", "post_steps=1", "--set",
+                "snapshots=1", "--set", "batch_size=8"]  # fmt: skip
+        assert main(argv) == 0
+        assert f"on {world} train ({n} clips)" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import click
 
 from robench import zoo
 from robench.commands.options import noting_tracked, out_option, quiet_option
-from robench.data import open_dataset
+from robench.data import DEFAULT_WORLD, open_dataset
 from robench.errors import ConfigError
 from robench.zoo.train import TrainConfig, train_and_save
 
@@ -20,7 +20,7 @@ def _weights_name(dataset: str) -> str:
 @click.command("train")
 @click.argument("victim")
 @click.option(
-    "--dataset", default="synth-ntu60", show_default=True, help="built-in name or .npz path"
+    "--dataset", default=DEFAULT_WORLD, show_default=True, help="built-in name or .npz path"
 )
 @click.option("--epochs", type=int, default=None, help="default: the zoo recipe's")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -11,6 +11,7 @@ from robench.errors import DataError
 from robench.registry import suggest
 
 BUILTIN_DATASETS = ("synth-ntu25", "synth-ntu60")
+DEFAULT_WORLD = "synth-ntu60"  # the world of a benchmark that names none, and of robench train
 
 
 def open_dataset(name_or_path: str | Path, **options: int) -> SkeletonSet:

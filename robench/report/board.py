@@ -44,9 +44,11 @@ value = k/n, ci = 95% Wilson score interval; n = 0 gives value null and ci [0, 1
                            "robust_accuracy": P}] sorted by eps}`` (at least two eps values)
 ``transfer_comparisons``   only on boards whose benchmark declares ``comparisons``: list, in
                            declaration order per threat, of ``{"threat", "attack", "reference",
-                           "result"}``, result null when the two share no unit, else the paired
-                           comparison of ``vs_reference`` (:mod:`robench.report.paired`) plus
-                           ``attack_success`` / ``reference_success`` on the paired units
+                           "result", "verdict"}``, result null when the two share no unit, else
+                           the paired comparison of ``vs_reference`` (:mod:`robench.report.paired`)
+                           plus ``attack_success`` / ``reference_success`` on the paired units;
+                           verdict ``attack > reference``, ``reference > attack`` or ``not
+                           resolved`` (clustered p < 0.05 and the interval on one side of 0)
 ``defense_pairs``          only on boards with a defended row and its undefended base: list of
                            ``{"threat", "victim", "undefended", "attack" (key or "worst-case"),
                            "suite", "n", "defended_robust": P, "undefended_robust": P,

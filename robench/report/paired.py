@@ -13,7 +13,8 @@ member: its outcome on (``a+b``, victim, clip) is paired with the single attack'
 Δ is then the ensemble's gain over the average of its members used alone.
 
 A clip enters once per surrogate → victim pair and seed, and those units are correlated, so the
-interval and ``p_value`` are clustered by clip (:func:`clustered_test`: a cluster-robust standard
+interval and ``p_value`` are clustered by clip (all of a clip's units, every seed included, form one
+cluster) (:func:`clustered_test`: a cluster-robust standard
 error and a sign-flip randomisation test); ``p_mcnemar`` is the exact McNemar test that treats every
 unit as independent (reported beside it; too small when the pairs of one clip agree).
 
@@ -32,9 +33,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robench.errors import DataError
+
 TRANSFER_REFERENCE = "transfer-ifgsm"
 SIGN_FLIPS = 9999  # random sign vectors of the clip-clustered randomisation test
 ALPHA = 0.05  # the level of a declared comparison's verdict
+VERDICTS = ("attack > reference", "reference > attack", "not resolved")
 UNIT = ["surrogate", "target", "sample_id", "seed"]
 
 
@@ -84,10 +88,19 @@ def transfer_units(tr: pd.DataFrame) -> pd.DataFrame:
 
 def _outcomes(sel: pd.DataFrame, attack: str, explode: bool) -> pd.Series:
     """Success per unit of ``attack``; with ``explode`` an ensemble's units are repeated once per
-    member surrogate (``a+b`` -> ``a`` and ``b``)."""
+    member surrogate (``a+b`` -> ``a`` and ``b``). Two outcomes for one unit (cells of an older
+    definition beside the current ones) are a DataError."""
     rows = sel[sel["attack"] == attack][[*UNIT, "success"]]
     if explode:
         rows = rows.assign(surrogate=rows["surrogate"].str.split("+")).explode("surrogate")
+    dup = rows.duplicated(UNIT)
+    if dup.any():
+        s, v, clip, _ = rows.loc[dup, UNIT].iloc[0]
+        raise DataError(
+            f"expected one outcome per (surrogate, victim, clip, seed) of attack {attack!r}, got "
+            f"{int(dup.sum())} repeated (e.g. {s} -> {v}, clip {clip}): stale cells of another "
+            "definition; build the board with --definition"
+        )
     return rows.set_index(UNIT)["success"]
 
 
@@ -100,7 +113,9 @@ def paired_comparison(
 ) -> dict[str, Any] | None:
     """``attack`` against ``reference`` under ``threat`` on their common units (rows of ``units``:
     threat, attack, surrogate, target, sample_id, seed, success); see the module docstring. None
-    when they share no unit (the reference was not run, or no victim is off-diagonal for both)."""
+    when they share no unit: the reference was not run, no victim is off-diagonal for both, or both
+    are ensembles over different surrogate sets (never within one benchmark, whose ensembles all
+    get every surrogate)."""
     sel = units[units["threat"] == threat]
     ens_a, ens_r = _is_ensemble(sel, attack), _is_ensemble(sel, reference)
     att = _outcomes(sel, attack, ens_a and not ens_r)
@@ -115,7 +130,7 @@ def paired_comparison(
     diff = (b - c) / n
     per_clip = (
         pd.DataFrame({"d": only_a.astype(int) - only_r.astype(int), "m": 1}, index=both.index)
-        .groupby(level=["sample_id", "seed"], dropna=False)
+        .groupby(level="sample_id", dropna=False)
         .sum()
     )
     se, p_clip = clustered_test(per_clip["d"].to_numpy(float), per_clip["m"].to_numpy(float))
@@ -137,16 +152,17 @@ def paired_comparison(
 def declared_comparisons(
     units: pd.DataFrame, pairs: list[list[str]] | list[tuple[str, str]]
 ) -> list[dict[str, Any]]:
-    """Each declared ``(attack, reference)`` pair under every threat model with transfer units, in
-    declaration order: ``{"threat", "attack", "reference", "result"}``, ``result`` the
-    :func:`paired_comparison` dict or None when the two share no unit."""
+    """Each declared ``(attack, reference)`` pair under every threat model with transfer units
+    (threats sorted by name, pairs in declaration order): ``{"threat", "attack", "reference",
+    "result", "verdict"}``, ``result`` the :func:`paired_comparison` dict or None when the two share
+    no unit, ``verdict`` :func:`verdict` of it."""
     out = []
     for threat in sorted(set(units["threat"])):
         for attack, reference in pairs:
             res = paired_comparison(units, threat, str(attack), str(reference))
             out.append(
                 {"threat": threat, "attack": str(attack), "reference": str(reference),
-                 "result": res}
+                 "result": res, "verdict": verdict(res)}
             )  # fmt: skip
     return out
 

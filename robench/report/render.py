@@ -276,8 +276,9 @@ def _comparison_table(mats: list[dict[str, Any]]) -> Table | None:
 
 
 def _declared_table(comparisons: list[dict[str, Any]]) -> Table:
-    """The benchmark's declared (attack, reference) pairs, each with its paired result and verdict."""
-    from robench.report.paired import ALPHA, verdict
+    """The benchmark's declared (attack, reference) pairs, each with its paired result and the
+    verdict board.json records."""
+    from robench.report.paired import ALPHA
 
     rows = []
     for c in comparisons:
@@ -286,7 +287,7 @@ def _declared_table(comparisons: list[dict[str, Any]]) -> Table:
                  Cell(c["reference"], sort=c["reference"], cls="t")]  # fmt: skip
         if v is None:
             rows.append([*names, *(Cell("—", sort="") for _ in range(6)),
-                         Cell("no units in common", cls="t")])  # fmt: skip
+                         Cell(f"{c['verdict']}: no units in common", cls="t")])  # fmt: skip
             continue
         lo, hi = v["ci"]
         rows.append([
@@ -298,7 +299,7 @@ def _declared_table(comparisons: list[dict[str, Any]]) -> Table:
             Cell(clustered_p_text(v["p_value"]), sort=v["p_value"]),
             Cell(p_text(v["p_mcnemar"]), sort=v["p_mcnemar"]),
             Cell(f"{v['only_attack']} / {v['only_reference']}", sort=v["only_attack"]),
-            Cell(verdict(v), sort=verdict(v), cls="t"),
+            Cell(c["verdict"], sort=c["verdict"], cls="t"),
         ])  # fmt: skip
     note = (
         "pairs the benchmark declares (a paper's ordering, an attack against its ablations), each on "

@@ -72,6 +72,11 @@ def _paired(p: Any, field: str) -> None:
     if counts["only_attack"] + counts["only_reference"] > counts["n"]:
         raise _fail(f"{field}.n", "at least only_attack + only_reference", counts["n"])
     diff = _number(_req(p, "difference", field), f"{field}.difference", -1.0, 1.0)
+    b, c, n = counts["only_attack"], counts["only_reference"], counts["n"]
+    if abs(diff - (b - c) / n) > 1e-5:
+        raise _fail(
+            f"{field}.difference", f"(only_attack - only_reference)/n = {(b - c) / n:.6f}", diff
+        )
     for k in ("p_value", "p_mcnemar"):
         _number(_req(p, k, field), f"{field}.{k}", 0.0, 1.0)
     ci = _req(p, "ci", field)
@@ -83,25 +88,43 @@ def _paired(p: Any, field: str) -> None:
     rates = {k: _number(p[k], f"{field}.{k}", 0.0, 1.0)
              for k in ("attack_success", "reference_success") if k in p}  # fmt: skip
     if len(rates) == 2:
-        n, b, c = counts["n"], counts["only_attack"], counts["only_reference"]
-        if abs(rates["attack_success"] - rates["reference_success"] - (b - c) / n) > 1e-5:
+        a, r = rates["attack_success"], rates["reference_success"]
+        # both at least the units only they fool, and apart by exactly (b - c)/n
+        for k, v, own in (("attack_success", a, b), ("reference_success", r, c)):
+            if v < own / n - 1e-5:
+                raise _fail(f"{field}.{k}", f"at least {own}/{n} (units only it fools)", v)
+        if abs(a - r - (b - c) / n) > 1e-5:
             raise _fail(
-                f"{field}.attack_success",
-                "attack_success - reference_success = (only_attack - only_reference)/n",
-                rates["attack_success"],
+                f"{field}.reference_success",
+                f"attack_success - (only_attack - only_reference)/n = {a - (b - c) / n:.6f}",
+                r,
             )
 
 
-def _comparison(c: Any, field: str) -> None:
-    """A declared comparison: threat, attack and reference names, and a paired result or null."""
+def _comparison(c: Any, field: str, threats: set[str]) -> None:
+    """A declared comparison: a threat of the board, attack and reference names, a paired result
+    (with both success rates) or null, and the verdict that result gives."""
+    from robench.report.paired import VERDICTS, verdict
+
     c = _obj(c, field)
-    for k in ("threat", "attack", "reference"):
+    for k in ("threat", "attack", "reference", "verdict"):
         _str(_req(c, k, field), f"{field}.{k}")
+    if c["threat"] not in threats:
+        raise _fail(
+            f"{field}.threat",
+            f"a threat model of the board ({', '.join(sorted(threats))})",
+            c["threat"],
+        )
     res = _req(c, "result", field)
     if res is not None:
+        res = _obj(res, f"{field}.result")
+        for k in ("attack_success", "reference_success"):
+            _req(res, k, f"{field}.result")
         _paired(res, f"{field}.result")
         if res["reference"] != c["reference"]:
             raise _fail(f"{field}.result.reference", repr(c["reference"]), res["reference"])
+    if c["verdict"] not in VERDICTS or c["verdict"] != verdict(res):
+        raise _fail(f"{field}.verdict", repr(verdict(res)), c["verdict"])
 
 
 def _defense_pair(p: Any, field: str) -> None:
@@ -265,8 +288,10 @@ def validate_board(d: Any) -> None:
             _prop(
                 _req(p, "robust_accuracy", f"{f}.points[{j}]"), f"{f}.points[{j}].robust_accuracy"
             )
+    threats = {e.get("threat") for e in d["entries"] if isinstance(e, dict)}
+    threats |= {t.get("name") for t in d.get("threat_models") or [] if isinstance(t, dict)}
     for i, c in enumerate(_list(d.get("transfer_comparisons", []), "transfer_comparisons")):
-        _comparison(c, f"transfer_comparisons[{i}]")
+        _comparison(c, f"transfer_comparisons[{i}]", {str(t) for t in threats if t})
     for i, p in enumerate(_list(d.get("defense_pairs", []), "defense_pairs")):
         _defense_pair(p, f"defense_pairs[{i}]")
     for i, c in enumerate(_list(_req(d, "invalid_cells", ""), "invalid_cells")):

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from robench.access import Knowledge
+from robench.data import DEFAULT_WORLD
 from robench.errors import ConfigError, RobenchError
 from robench.registry import suggest
 from robench.run.spec import AttackSpec, Benchmark, DatasetSpec, SubsetSpec, VictimSpec, freeze
@@ -171,7 +172,7 @@ def parse_benchmark(
     description = data.get("description", "") or ""
     if not isinstance(description, str):
         raise c.err("a string", description, "description")
-    dataset = _dataset(c, data.get("dataset", {"name": "synth-ntu60"}), base_dir)
+    dataset = _dataset(c, data.get("dataset", {"name": DEFAULT_WORLD}), base_dir)
     split = c.str_(data.get("split", "test"), "split")
     subset = _subset(c, data.get("subset", {}), "subset")
     victims = _victims(c, data["victims"], "victims", base_dir)
@@ -223,8 +224,12 @@ def _comparisons(c: _Ctx, raw: Any, attacks: tuple[AttackSpec, ...]) -> tuple[tu
     out: list[tuple[str, str]] = []
     for i, item in enumerate(raw):
         f = f"comparisons[{i}]"
-        if not isinstance(item, list) or len(item) != 2:
+        if not isinstance(item, list):
             raise c.err("an [attack, reference] pair of attack ids", item, f)
+        if len(item) != 2:
+            raise c.err(
+                "an [attack, reference] pair of attack ids", f"a list of {len(item)}", f, raw=True
+            )
         pair = tuple(c.str_(v, f"{f}[{j}]") for j, v in enumerate(item))
         for j, name in enumerate(pair):
             if name not in transfer:
@@ -260,7 +265,7 @@ def _dataset(c: _Ctx, d: Any, base_dir: Path | None) -> DatasetSpec:
             )
         p = _resolve_path(c, d["path"], "dataset.path", base_dir, ".npz")
         return DatasetSpec(name=Path(p).stem, path=p)
-    name = c.str_(d.get("name", "synth-ntu60"), "dataset.name")
+    name = c.str_(d.get("name", DEFAULT_WORLD), "dataset.name")
     from robench.data import BUILTIN_DATASETS
 
     if name not in BUILTIN_DATASETS:

@@ -78,10 +78,12 @@ def trained_victim(name: str, checkpoint: str | None = None) -> nn.Module:
 def trained_on(name: str, checkpoint: str | None = None) -> str:
     """The built-in data set a trained victim was trained on (its metadata's ``dataset``): the
     default test split of one-off runs. ``synth-ntu25`` when the metadata is unreadable or names no
-    data set (old checkpoints); a victim trained on a file is refused (``--dataset`` must name it)."""
-    from robench.data import BUILTIN_DATASETS
+    data set (old checkpoints), the default world for a bare architecture name (nothing trained);
+    a victim trained on a file is refused (``--dataset`` must name it)."""
+    from robench.data import BUILTIN_DATASETS, DEFAULT_WORLD
     from robench.errors import RobenchError
-    from robench.zoo import checkpoint_path
+    from robench.victim import VICTIMS
+    from robench.zoo import checkpoint_path, names
     from robench.zoo.checkpoint import read_metadata
     from robench.zoo.external import is_external
 
@@ -89,6 +91,8 @@ def trained_on(name: str, checkpoint: str | None = None) -> str:
         raise ConfigError(
             f"expected --dataset for an external model (it records no training data), got none for {name!r}"
         )
+    if checkpoint is None and name in VICTIMS and name not in names():
+        return DEFAULT_WORLD
     try:
         meta = read_metadata(checkpoint or checkpoint_path(name))
     except RobenchError:

@@ -45,7 +45,7 @@ def _thaw(value: Any) -> Any:
 class DatasetSpec:
     """Either a built-in generated set (``name``, ``seed`` and generator ``options``) or a ``path``."""
 
-    name: str = "synth-ntu60"
+    name: str = "synth-ntu60"  # robench.data.DEFAULT_WORLD (a test keeps the two equal)
     path: str | None = None
     seed: int = 0
     options: tuple[tuple[str, int], ...] = ()
