@@ -83,10 +83,16 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
          "transfer_matrices", "proportion", "config_part", "attack_config_sha256"),
         ("tests/test_aggregate.py", "tests/test_board.py"),
     ),
+    "paired": (
+        "robench/report/paired.py",
+        ("mcnemar_p", "clustered_test", "clustered_p_text", "_outcomes", "_is_ensemble",
+         "paired_comparison", "declared_comparisons", "verdict"),
+        ("tests/test_aggregate.py", "tests/test_board.py"),
+    ),
     "render": (
         "robench/report/render.py",
         ("eps_display", "threat_label", "family_label", "budget", "board_sections", "_headline",
-         "_attack_table", "_transfer_section"),
+         "_attack_table", "_comparison_table", "_declared_table", "_transfer_section"),
         ("tests/test_board.py",),
     ),
     "figures": (

@@ -558,7 +558,10 @@ def test_two_outcomes_for_one_unit_are_refused_not_joined():
         cell_rows("e", "ensemble", [1, 1], cc, surrogate="u+w", **tr),
         cell_rows("e-old", "ensemble", [0, 0], cc, surrogate="u", **tr),
     ]
-    with pytest.raises(DataError, match="attack 'ensemble'.*--definition"):
+    with pytest.raises(
+        DataError,
+        match=r"attack 'ensemble', got 2 repeated \(e.g. u -> v, clip s00\).*--definition",
+    ):
         aggregate(frame(*rows))
 
 
@@ -578,3 +581,36 @@ def test_declared_comparisons_come_per_threat_and_exist_on_an_empty_frame():
     empty = frame(*rows).iloc[0:0]
     assert aggregate(empty, [["tasar", "ba"]])["comparisons"] == []
     assert "comparisons" not in aggregate(empty)
+
+
+def test_clustered_test_edges_and_its_fixed_randomisation():
+    import itertools
+
+    import numpy as np
+
+    from robench.report.paired import SIGN_FLIPS, clustered_test, mcnemar_p
+
+    assert clustered_test(np.array([]), np.array([])) == (0.0, 1.0)  # no clip at all
+    # two clips: the small-sample factor G/(G-1) = 2 (not capped)
+    se, _ = clustered_test(np.array([2.0, 0.0]), np.array([2.0, 2.0]))
+    assert se == pytest.approx(math.sqrt(2 * ((2 - 0.5 * 2) ** 2 + (0 - 0.5 * 2) ** 2)) / 4)
+    # the sign flips come from a fixed generator (seed 0), so a board is reproducible to the digit:
+    # this p is the Monte Carlo estimate of the exact enumeration below
+    d = np.array([1.0, 1, 1, 0, -1, 0, 1, 0, 2, 0])
+    _, p = clustered_test(d, np.full(10, 2.0))
+    assert p == 0.1903
+    nz = d[d != 0]
+    exact = sum(abs(np.dot(s, nz)) >= abs(nz.sum())
+                for s in itertools.product((-1, 1), repeat=len(nz))) / 2 ** len(nz)  # fmt: skip
+    assert p == pytest.approx(exact, abs=0.01)
+    # every clip the same way: no sign vector beats the observed sum, p is the floor 1/(1 + R)
+    assert clustered_test(np.ones(30), np.ones(30))[1] == 1 / (1 + SIGN_FLIPS)
+    assert mcnemar_p(0, 0) == 1.0
+
+
+def test_a_verdict_needs_the_interval_strictly_off_zero():
+    from robench.report.paired import verdict
+
+    assert verdict({"p_value": 0.01, "ci": [0.0, 0.2]}) == "not resolved"
+    assert verdict({"p_value": 0.01, "ci": [-0.2, 0.0]}) == "not resolved"
+    assert verdict({"p_value": 0.01, "ci": [-0.2, -0.01]}) == "reference > attack"
