@@ -93,7 +93,7 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         "robench/report/render.py",
         ("eps_display", "threat_label", "family_label", "budget", "board_sections", "_headline",
          "_attack_table", "_comparison_table", "_declared_table", "_transfer_section"),
-        ("tests/test_board.py",),
+        ("tests/test_board.py", "tests/test_defense_pairs.py"),
     ),
     "figures": (
         "robench/report/figures.py",

@@ -167,6 +167,8 @@ def test_write_board_files(tmp_path):
     )
     assert "<b>agcn</b>" not in html and "&lt;b&gt;agcn&lt;/b&gt;" in html
     assert "table.sortable" in html or 'class="sortable"' in html
+    # both figures are embedded in the page, beside the tables they belong to
+    assert 'alt="transfer_heatmap.png"' in html and 'alt="robust_vs_eps.png"' in html
     md = (tmp_path / "out" / "board.md").read_text()
     assert "## Threat model L∞, ε = 1 cm" in md
     assert "| stgcn | 100.0 [72.2, 100.0] | 60.0 [31.3, 83.2] |" in md  # victim, clean, worst case
@@ -407,6 +409,7 @@ def test_board_ranks_transfer_attacks_with_paired_p_values():
         ("r-vu", "transfer-ifgsm", "v", "u", set()),
         ("a-uv", "tasar", "u", "v", {1, 2, 3, 4, 5, 6}),
         ("a-vu", "tasar", "v", "u", {0}),
+        ("b-uu", "ba", "u", "u", {0}),  # only a diagonal cell: no off-diagonal success at all
     ):
         rows.append(cell_rows(key, attack, fool(idx), cc, knowledge="transfer", surrogate=s,
                               victim=v))  # fmt: skip
@@ -417,9 +420,11 @@ def test_board_ranks_transfer_attacks_with_paired_p_values():
     assert "transfer attacks compared" in md and "Δ vs transfer-ifgsm" in md
     # ranked by transfer success: tasar (7/20) above transfer-ifgsm (3/20); b / c = 5 / 1
     i_tasar, i_ref = md.index("| tasar |"), md.index("| transfer-ifgsm |")
-    assert i_tasar < i_ref
+    assert i_tasar < i_ref < md.index("| ba |")  # an attack without off-diagonal units ranks last
     line = next(ln for ln in md.splitlines() if ln.startswith("| tasar |"))
     assert "+20.0" in line and "5 / 1" in line and "0.22" in line  # McNemar p = 14/64
+    lo, hi = next(m for m in board["transfer"] if m["attack"] == "tasar")["vs_reference"]["ci"]
+    assert f"| +20.0 [{100 * lo:+.1f}, {100 * hi:+.1f}] |" in line
     assert "p (clips)" in md and "clustered by clip" in md
     bad = copy.deepcopy(board)
     tasar = next(m for m in bad["transfer"] if m["attack"] == "tasar")
@@ -463,6 +468,8 @@ def test_declared_comparisons_reach_the_board_with_their_verdicts():
     lines = {ln.split("|")[1].strip() + ">" + ln.split("|")[2].strip(): ln
              for ln in md.split("**declared comparisons**")[1].splitlines() if ln.startswith("| ")}  # fmt: skip
     assert "| 40.0 | 36.7 | +3.3" in lines["tasar>ba"] and "not resolved" in lines["tasar>ba"]
+    lo, hi = got[0]["result"]["ci"]
+    assert f"| +3.3 [{100 * lo:+.1f}, {100 * hi:+.1f}] |" in lines["tasar>ba"]
     assert "| 36.7 | 0.0 | +36.7" in lines["ba>transfer-ifgsm"]
     assert (
         "attack > reference" in lines["ba>transfer-ifgsm"]
@@ -478,9 +485,13 @@ def test_declared_comparisons_reach_the_board_with_their_verdicts():
     assert "≤ 0.0001" in lines["transfer-mifgsm>transfer-ifgsm"]
     assert "| 0.0008 |" in lines["ba>transfer-ifgsm"]
     ranked = md.split("**transfer attacks compared**")[1].split("**declared comparisons**")[0]
-    assert "≤ 0.0001" in next(
-        ln for ln in ranked.splitlines() if ln.startswith("| transfer-mifgsm |")
-    )
+    mi = next(ln for ln in ranked.splitlines() if ln.startswith("| transfer-mifgsm |"))
+    ci = next(m for m in board["transfer"] if m["attack"] == "transfer-mifgsm")["vs_reference"][
+        "ci"
+    ]
+    lo, hi = ci
+    assert "≤ 0.0001" in mi and f"| +83.3 [{100 * lo:+.1f}, {100 * hi:+.1f}] |" in mi
+    assert lo > 0.5  # an interval far from 0, so every factor of its printing shows
     # the McNemar p of 11 / 0 is 2/2^11 ~ 0.00098
     assert "0.00098" in lines["ba>transfer-ifgsm"]
     bad = copy.deepcopy(board)
@@ -520,3 +531,11 @@ def test_declared_comparisons_reach_the_board_with_their_verdicts():
     bad["transfer_comparisons"][2]["threat"] = "linf-eps0.05m"
     with pytest.raises(DataError, match=r"transfer_comparisons\[2\].threat"):
         validate_board(bad)
+
+
+def test_flags_get_their_own_section():
+    rows = cell_rows("k", "pgd", [1, 0], [1, 1], zero_grad_frac=0.9)
+    df = frame(rows)
+    md = render_markdown(build_board(df, cells_of(df), META))
+    section = md.split("## Flags")[1]
+    assert "**zero-gradients**" in section and "pgd: 90% of samples" in section
