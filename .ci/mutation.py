@@ -87,7 +87,7 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         "robench/report/paired.py",
         ("mcnemar_p", "clustered_test", "clustered_p_text", "_outcomes", "_is_ensemble",
          "paired_comparison", "declared_comparisons", "verdict"),
-        ("tests/test_aggregate.py", "tests/test_board.py"),
+        ("tests/test_paired.py", "tests/test_aggregate.py", "tests/test_board.py"),
     ),
     "render": (
         "robench/report/render.py",
