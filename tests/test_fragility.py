@@ -228,6 +228,32 @@ def test_linear_radius_is_the_margin_over_the_l1_norm_of_its_gradient():
     assert "linear flip radius" in fragility.table(doc)
 
 
+def test_table_groups_rows_by_victim_then_attack_then_steps():
+    """Rows land in the order measurements finish; the table sorts them: victims in the file's
+    order, then attack and iteration count ascending, one column per radius."""
+
+    def row(victim, attack, steps, eps, k):
+        return {"victim": victim, "attack": attack, "steps": steps, "eps": eps,
+                "success_rate": k / 10, "ci_low": 0.0, "ci_high": 1.0}  # fmt: skip
+
+    margin = {q: 1.0 for q in ("q10", "q25", "q50", "q75", "q90", "mean")}
+    doc = {
+        "victims": {v: {"clean_accuracy": 0.9, "margin": margin} for v in ("zz", "aa")},
+        "rows": [row("aa", "pgd", 10, 0.01, 1), row("zz", "pgd", 200, 0.01, 2),
+                 row("aa", "bim", 200, 0.02, 3), row("zz", "pgd", 10, 0.01, 4),
+                 row("zz", "bim", 200, 0.01, 5), row("aa", "bim", 200, 0.01, 6)],
+    }  # fmt: skip
+    lines = [ln for ln in fragility.table(doc).splitlines() if ln.startswith("| zz |")
+             or ln.startswith("| aa |")][:5]  # fmt: skip
+    assert lines == [
+        "| zz | bim | 200 | 50.0 [0, 100] | — |",
+        "| zz | pgd | 10 | 40.0 [0, 100] | — |",
+        "| zz | pgd | 200 | 20.0 [0, 100] | — |",
+        "| aa | bim | 200 | 60.0 [0, 100] | 30.0 [0, 100] |",
+        "| aa | pgd | 10 | 10.0 [0, 100] | — |",
+    ]
+
+
 def test_two_measurements_into_one_file_keep_each_others_rows(tmp_path):
     model, ds = _trained()
     out = tmp_path / "f.json"

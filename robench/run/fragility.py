@@ -245,7 +245,9 @@ def _run(model, x, y, attack_name, eps, steps, seed, early_stop, batch_size, thr
 
 
 def table(doc: dict[str, Any], unit_cm: float = 100.0) -> str:
-    """Markdown: one row per (victim, attack, steps), one column per ε (cm), plus the margins."""
+    """Markdown: one row per (victim, attack, steps), one column per ε (cm), plus the margins.
+    Rows come grouped by victim (in the file's order of victims), then attack and steps ascending,
+    whatever order the measurements landed in."""
     rows = doc["rows"]
     eps = sorted({r["eps"] for r in rows})
     head = (
@@ -255,7 +257,9 @@ def table(doc: dict[str, Any], unit_cm: float = 100.0) -> str:
     groups: dict[tuple, dict[float, dict]] = {}
     for r in rows:
         groups.setdefault((r["victim"], r["attack"], r["steps"]), {})[r["eps"]] = r
-    for (victim, attack, steps), by_eps in groups.items():
+    order = {v: i for i, v in enumerate(doc["victims"])}
+    for victim, attack, steps in sorted(groups, key=lambda k: (order.get(k[0], len(order)), *k)):
+        by_eps = groups[(victim, attack, steps)]
         cells = [
             f"{100 * by_eps[e]['success_rate']:.1f} [{100 * by_eps[e]['ci_low']:.0f}, "
             f"{100 * by_eps[e]['ci_high']:.0f}]"
