@@ -41,7 +41,7 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         ("_momentum_attack", "_iterate", "_direction", "_l1_normalise", "_mean_abs_normalise",
          "_random_start", "FGSM.run", "BIM.run", "PGD.run", "_TasarIterative.run"),
         ("tests/test_attacks_whitebox.py", "tests/test_behaviour_whitebox.py",
-         "tests/test_behaviour_edges.py"),
+         "tests/test_behaviour_edges.py", "tests/test_fragility.py"),
     ),
     "smart": (
         "attacks/smart.py",

@@ -27,6 +27,12 @@ def test_mean_abs_normalisation_has_unit_mean_over_movable_coordinates():
     per = (n.abs() * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)
     assert torch.allclose(per, torch.ones(4), atol=1e-6)
     assert torch.allclose(n * 3.0, _mean_abs_normalise(3.0 * g * mask, mask) * 3.0, atol=1e-6)
+    # one movable coordinate: its own magnitude is the mean, so N(g) = sign(g) there (and 0 for a
+    # sample with none: no division by an empty count)
+    one = torch.zeros(x.shape, dtype=x.dtype)
+    one[0].view(-1)[7] = 1.0
+    single = _mean_abs_normalise(g * one, one)
+    assert single[0].view(-1)[7] == g[0].view(-1)[7].sign() and single[1:].abs().sum() == 0
 
 
 def test_pgd_l2_random_start_is_inside_the_ball_and_seeded():

@@ -476,6 +476,9 @@ def test_declared_comparisons_reach_the_board_with_their_verdicts():
         and "11 / 0" in lines["ba>transfer-ifgsm"]
     )
     assert "not resolved: no units in common" in lines["mig>ba"]
+    # every row of the table, the one without shared units included, has the header's columns
+    block = md.split("**declared comparisons**")[1].strip().split("\n\n")[0].splitlines()
+    assert len(block) == 2 + len(got) and len({ln.count("|") for ln in block}) == 1
     assert [c["verdict"] for c in got] == [
         "not resolved", "attack > reference", "not resolved", "attack > reference"
     ]  # fmt: skip
