@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from robench.access import Knowledge
+from robench.data import DEFAULT_WORLD
 from robench.errors import ConfigError
 from robench.threat import ThreatModel
 
@@ -45,7 +46,7 @@ def _thaw(value: Any) -> Any:
 class DatasetSpec:
     """Either a built-in generated set (``name``, ``seed`` and generator ``options``) or a ``path``."""
 
-    name: str = "synth-ntu60"  # robench.data.DEFAULT_WORLD (a test keeps the two equal)
+    name: str = DEFAULT_WORLD
     path: str | None = None
     seed: int = 0
     options: tuple[tuple[str, int], ...] = ()
